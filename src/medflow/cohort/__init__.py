@@ -1,0 +1,1 @@
+"""Cohorts: the manifest contract, the demo generator and importers of public layouts."""
