@@ -1,0 +1,174 @@
+"""The workflow configuration: schema validation with messages that name the key and what is allowed,
+the cross-field checks a JSON schema cannot express, and the look-ups the Snakefile needs."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+IMAGE_KINDS = ("image", "patches", "volume", "slices")
+TABLE_KINDS = ("table", "events", "notes")
+SPLIT_NAMES = ("train", "val", "test", "external")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("medflow").joinpath("schemas/config.schema.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error: ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        return f"{where}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {', '.join(allowed)}"
+    if kind == "enum":
+        return f"{where} = {error.instance!r} is not allowed; allowed values: {', '.join(map(str, error.validator_value))}"
+    if kind == "required":
+        return f"{where}: {error.message}"
+    if kind == "propertyNames":
+        return f"{where}: invalid name {error.instance!r} (use lower-case letters, digits and _)"
+    if kind == "pattern":
+        return f"{where} = {error.instance!r} does not match the pattern {error.validator_value!r}"
+    if kind == "type":
+        return f"{where} = {error.instance!r} must be of type {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also fills in the schema's defaults (as Snakemake's ``validate`` does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` and return a copy with defaults filled in; raise ConfigError listing every problem."""
+    config = copy.deepcopy(dict(config))
+    validator = _with_defaults(Draft202012Validator)(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = sorted({_describe(e) for e in errors})
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
+    problems = [msg for name, study in config["studies"].items() for msg in _study_problems(name, study)]
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
+    where = f"studies.{name}"
+    out: list[str] = []
+    labels = study["labels"]
+    for label in study.get("labels_optional", []):
+        if label not in labels:
+            out.append(f"{where}.labels_optional: {label!r} is not one of labels {labels}")
+    split = study["split"]
+    stratify = split.get("stratify")
+    if stratify is not None and stratify not in labels:
+        out.append(f"{where}.split.stratify = {stratify!r} is not one of the study's labels: {', '.join(labels)}")
+    total = sum(split["fractions"].values())
+    if abs(total - 1.0) > 1e-6:
+        out.append(f"{where}.split.fractions must add up to 1 (they add up to {total:g})")
+    if split["fractions"]["test"] <= 0 and not split.get("external_centers"):
+        out.append(f"{where}.split.fractions.test is 0 and no external_centers: nothing would be held out")
+    if split["folds"] == 1:
+        out.append(f"{where}.split.folds = 1 is not a cross-validation; use 0 (no folds) or >= 2")
+    if split["folds"] == 0 and split["fractions"]["val"] <= 0:
+        out.append(f"{where}.split.fractions.val is 0 without folds: no validation data for model selection")
+    modalities = study["modalities"]
+    for mod, spec in modalities.items():
+        kind = spec["kind"]
+        size = spec.get("size")
+        if size is not None:
+            want = 3 if kind == "volume" else 2
+            if len(size) != want:
+                out.append(f"{where}.modalities.{mod}.size must have {want} numbers for kind {kind}, not {size}")
+        for key, kinds in (("mask", ("volume",)), ("slice_labels", ("slices",)), ("file", ("table", "events"))):
+            if key in spec and kind not in kinds:
+                out.append(f"{where}.modalities.{mod}.{key} is only allowed for kind {' or '.join(kinds)}")
+        if "window" in spec and spec["window"][0] >= spec["window"][1]:
+            out.append(f"{where}.modalities.{mod}.window must be [low, high] with low < high")
+        if spec.get("mask") in modalities or spec.get("mask") in labels:
+            out.append(f"{where}.modalities.{mod}.mask = {spec['mask']!r} clashes with a modality or label name")
+    clashes = set(labels) & set(modalities)
+    if clashes:
+        out.append(f"{where}: names used both as label and modality: {', '.join(sorted(clashes))}")
+    for model_name, model in study.get("stage1", {}).items():
+        mod = model.get("modality")
+        if mod not in modalities:
+            out.append(f"{where}.stage1.{model_name}.modality = {mod!r} is not one of: {', '.join(modalities)}")
+    known_inputs = set(study.get("stage1", {})) | set(modalities)
+    for head, spec in study.get("stage2", {}).items():
+        for item in spec.get("inputs", []):
+            if item not in known_inputs:
+                out.append(
+                    f"{where}.stage2.{head}.inputs: {item!r} is neither a stage1 model nor a modality "
+                    f"(known: {', '.join(sorted(known_inputs))})"
+                )
+    return out
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it (defaults filled in)."""
+    with open(path, encoding="utf-8") as fh:
+        return check_config(yaml.safe_load(fh) or {})
+
+
+# --- look-ups used by the Snakefile and the CLI --------------------------------------------------
+
+
+def modalities_of_kind(study: Mapping[str, Any], kinds: Iterable[str]) -> list[str]:
+    kinds = tuple(kinds)
+    return [m for m, spec in study["modalities"].items() if spec["kind"] in kinds]
+
+
+def ingest_suffix(kind: str) -> str:
+    """File suffix of a modality's ingest output: HDF5 for pixels, parquet for tables."""
+    return ".h5" if kind in IMAGE_KINDS else ".parquet"
+
+
+def path_columns(study: Mapping[str, Any]) -> list[str]:
+    """Manifest columns that hold file paths: every non-table modality, plus mask columns."""
+    cols: list[str] = []
+    for mod, spec in study["modalities"].items():
+        if spec["kind"] in ("table", "events"):
+            continue
+        cols.append(mod)
+        if spec.get("mask"):
+            cols.append(spec["mask"])
+    return cols
+
+
+def stratify_label(study: Mapping[str, Any]) -> str:
+    return study["split"].get("stratify") or study["labels"][0]
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (used to make params change when config changes)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
