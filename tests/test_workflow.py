@@ -1,0 +1,122 @@
+"""The Snakemake workflow end to end on small demo cohorts: DAG, config errors, ingest + splits, no PHI."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pydicom
+import pytest
+import yaml
+
+REPO = Path(__file__).parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+STUDIES = ("clnm", "brainmets", "lnmc", "pe", "ehr")
+# Small enough for CI's 2 cores, big enough for every split to get both classes.
+SMALL = {
+    "clnm": {"patients": 60, "image_size": 32},
+    "brainmets": {"patients": 30, "image_size": 32},
+    "lnmc": {"patients": 120, "image_size": 32},
+    "pe": {"patients": 20, "image_size": 32},
+    "ehr": {"patients": 50, "image_size": 32},
+}
+
+
+def make_workdir(tmp: Path, edit=None) -> Path:
+    for item in ("Snakefile", "workflow", "config", "profiles"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
+    config = yaml.safe_load((tmp / "config/config.yaml").read_text())
+    for study, sizes in SMALL.items():
+        config["studies"][study]["cohort"].update(sizes)
+        for spec in config["studies"][study]["modalities"].values():
+            if "size" in spec:
+                spec["size"] = [min(s, 32) for s in spec["size"]]
+    if edit:
+        edit(config)
+    (tmp / "config/config.yaml").write_text(yaml.safe_dump(config))
+    return tmp
+
+
+def fake_phi(resources: Path) -> set[bytes]:
+    values = set()
+    for path in resources.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for tag in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"):
+            value = str(ds.get(tag, "")).strip()
+            if len(value) >= 6:  # shorter strings match pixel bytes by chance
+                values.add(value.encode())
+    return values
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def test_dry_run_lists_ingest_and_split_jobs_of_all_studies(tmp_path):
+    workdir = make_workdir(tmp_path)
+    out = snakemake(workdir, "-n", "--quiet", "rules").stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2
+              and line.split()[1].isdigit()}
+    assert counts["demo_cohort"] == 5
+    assert counts["validate_manifest"] == 5
+    assert counts["split"] == 5
+    assert counts["ingest_images"] == 6  # tumour_us, fat_ct, mri, ct_patch, ct_series, cxr
+    assert counts["ingest_tables"] == 3  # clinical, ehr, notes
+
+
+def test_config_error_stops_at_start_naming_the_key(tmp_path):
+    workdir = make_workdir(tmp_path, lambda c: c["studies"]["pe"]["split"].update(stratfy="pe"))
+    proc = snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "studies.pe.split: unknown key(s) 'stratfy'" in text
+    assert "allowed keys: external_centers, folds, fractions, seed, stratify" in text
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_all_studies_ingest_and_split_on_demo_cohorts(tmp_path):
+    workdir = make_workdir(tmp_path)
+    targets = [f"results/{s}/splits.csv" for s in STUDIES]
+    snakemake(workdir, "--cores", "2", *targets)
+    snakemake(workdir, "--cores", "2")  # the rest: every ingest output
+
+    for study in STUDIES:
+        manifest = pd.read_csv(workdir / f"results/{study}/manifest.csv", dtype=str)
+        splits = pd.read_csv(workdir / f"results/{study}/splits.csv", dtype=str)
+        assert set(splits["sample_id"]) == set(manifest["sample_id"])
+        assert (splits.groupby("patient_id")["split"].nunique() == 1).all(), study
+    clnm = pd.read_csv(workdir / "results/clnm/splits.csv")
+    assert set(clnm.loc[clnm["center"] == "C", "split"]) == {"external"}
+    brainmets = pd.read_csv(workdir / "results/brainmets/splits.csv")
+    assert set(brainmets.loc[brainmets["split"] == "train", "fold"]) == {0, 1, 2, 3, 4}
+
+    with h5py.File(workdir / "results/pe/ingest/ct_series.h5") as h5:
+        n = len(h5["sample_id"])
+        assert h5["offsets"].shape == (n + 1,)
+        assert h5["images"].shape[0] == h5["offsets"][-1] == h5["slice_label"].shape[0]
+        assert h5["images"].chunks == (1, *h5["images"].shape[1:])
+        assert h5["images"].compression is not None
+
+    # The fake PHI the demo wrote into DICOM headers must not reach any output.
+    phi = fake_phi(workdir / "resources")
+    assert len(phi) > 10
+    for path in (workdir / "results").rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            leaked = [p for p in phi if p in blob]
+            assert not leaked, f"{path} contains {leaked}"
+
+    # Nothing is stale: a second run has nothing to do.
+    proc = snakemake(workdir, "--cores", "2", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
