@@ -25,7 +25,7 @@ SMALL = {
 
 
 def make_workdir(tmp: Path, edit=None) -> Path:
-    for item in ("Snakefile", "workflow", "config", "profiles"):
+    for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
     config = yaml.safe_load((tmp / "config/config.yaml").read_text())

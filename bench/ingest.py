@@ -1,0 +1,149 @@
+"""Benchmark DICOM slice-stack ingest against the bare pydicom decode rate (prints measured figures).
+
+    .venv/bin/python bench/ingest.py                      # 40 series × 32 slices of 512² CT, uncompressed
+    .venv/bin/python bench/ingest.py --transfer-syntax rle --compression lzf --cores 2
+
+Prints (1) the decode limit: slices/s of a bare ``pydicom.dcmread(f).pixel_array`` loop over the same
+files on the same number of cores (N processes, each looping over its share); (2) the ingest rate of
+``ingest_modality`` (kind ``slices``) at the output size and compression; (3) their ratio; (4) the split
+of ingest time into decode / transform / compress / write; (5) ingest with 1 and with 2 cores and
+the speed-up. The synthetic files are cached under --data (default: a folder in the temp dir keyed
+by the parameters), so a rerun skips writing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medflow.cohort.demo.pe import study_volume
+from medflow.ingest import ingest_modality
+from medflow.io.dicom_write import write_series
+
+SYNTAXES = {"explicit": None, "rle": "1.2.840.10008.1.2.5"}
+
+
+def make_data(folder: Path, series: int, slices: int, size: int, syntax: str) -> list[Path]:
+    """``series`` CT series of ``slices`` slices (chest phantom + 15 HU noise), written once."""
+    done = folder / ".complete"
+    dirs = [folder / f"series{i:03d}" for i in range(series)]
+    if done.exists():
+        return dirs
+    rng = np.random.default_rng(0)
+    bases = [study_volume(rng, size, slices, float(s), ["left"], range(slices // 3, slices // 2), bool(s))
+             for s in (0, 1)]
+    t0 = time.perf_counter()
+    for i, d in enumerate(dirs):
+        vol = bases[i % 2] + rng.normal(0, 15, bases[0].shape)
+        write_series(d, vol, seed_key=("bench", i), transfer_syntax=SYNTAXES[syntax])
+        print(f"\rwriting synthetic series {i + 1}/{series}", end="", file=sys.stderr)
+    print(f" ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    done.touch()
+    return dirs
+
+
+def _decode_share(files: list[str]) -> int:
+    import pydicom
+
+    for f in files:
+        pydicom.dcmread(f).pixel_array  # noqa: B018 (the decode is the point)
+    return len(files)
+
+
+def decode_limit(files: list[Path], cores: int) -> float:
+    """Slices/s of the bare pydicom loop: ``cores`` processes, each over its contiguous share."""
+    shares = [list(map(str, files[i::cores])) for i in range(cores)]
+    with mp.get_context("fork").Pool(cores) as pool:
+        pool.map(abs, range(cores))  # workers up before the clock starts
+        t0 = time.perf_counter()
+        n = sum(pool.map(_decode_share, shares, chunksize=1))
+        return n / (time.perf_counter() - t0)
+
+
+def run_ingest(dirs: list[Path], root: Path, out: Path, size: int, cores: int, compression: str, level: int):
+    manifest = pd.DataFrame(
+        {"sample_id": [d.name for d in dirs], "patient_id": [d.name for d in dirs], "center": "A",
+         "ct": [d.name for d in dirs]}
+    )
+    spec = {"kind": "slices", "size": [size, size]}
+    target = out / f"ct-{compression}.h5"
+    if target.exists():  # as under Snakemake, which removes outputs before a job (no rename over a file)
+        target.unlink()
+    t0 = time.perf_counter()
+    summary = ingest_modality(
+        manifest, root, "ct", spec, out / f"ct-{compression}.h5", out / "ct.problems.csv",
+        threads=cores, compression=compression, compression_level=level, progress=False,
+    )
+    wall = time.perf_counter() - t0
+    assert summary.n_problems == 0, f"{summary.n_problems} problems: see {out / 'ct.problems.csv'}"
+    return summary, summary.n_slices / wall, (out / f"ct-{compression}.h5").stat().st_size
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="folder for the synthetic series (reused when complete)")
+    p.add_argument("--series", type=int, default=40)
+    p.add_argument("--slices", type=int, default=32)
+    p.add_argument("--input-size", type=int, default=512, help="rows = columns of the DICOM slices")
+    p.add_argument("--size", type=int, default=256, help="output rows = columns")
+    p.add_argument("--transfer-syntax", choices=sorted(SYNTAXES), default="explicit")
+    p.add_argument("--compression", choices=["gzip", "lzf", "none", "all"], default="gzip")
+    p.add_argument("--level", type=int, default=1, help="gzip level")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--repeat", type=int, default=3, help="best of N runs for every figure")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    data = args.data or Path(tempfile.gettempdir()) / (
+        f"medflow-bench-ingest-{args.series}x{args.slices}x{args.input_size}-{args.transfer_syntax}"
+    )
+    dirs = make_data(data, args.series, args.slices, args.input_size, args.transfer_syntax)
+    files = sorted(f for d in dirs for f in d.iterdir())
+    out = Path(tempfile.mkdtemp(prefix="medflow-bench-out-"))
+    print(f"data: {len(dirs)} series, {len(files)} slices of {args.input_size}², {args.transfer_syntax}, in {data}")
+    print(f"ingest: kind slices → {args.size}², cores {args.cores}")
+    _decode_share(list(map(str, files)))  # warm the page cache
+
+    limit = max(decode_limit(files, args.cores) for _ in range(args.repeat))
+    print(f"(1) decode limit (dcmread(f).pixel_array, {args.cores} processes): {limit:,.0f} slices/s")
+    if args.cores != 1:
+        one_limit = max(decode_limit(files, 1) for _ in range(args.repeat))
+        print(f"    (for scale: the same loop on 1 process: {one_limit:,.0f} slices/s, "
+              f"{limit / one_limit:.2f}× from {args.cores} processes)")
+
+    compressions = ["gzip", "lzf", "none"] if args.compression == "all" else [args.compression]
+    for comp in compressions:
+        runs = [run_ingest(dirs, data, out, args.size, args.cores, comp, args.level) for _ in range(args.repeat)]
+        summary, rate, nbytes = max(runs, key=lambda r: r[1])
+        raw = len(files) * args.size * args.size * 2
+        label = f"{comp}-{args.level}" if comp == "gzip" else comp
+        print(f"(2) ingest [{label}]: {rate:,.0f} slices/s; file {nbytes / 1e6:.1f} MB ({raw / nbytes:.2f}× smaller than raw int16)")
+        print(f"(3) ratio ingest / decode limit [{label}]: {rate / limit:.2f}")
+        s = summary.seconds
+        total = s["decode"] + s["transform"] + s["compress"] + s["write"]
+        print(
+            f"(4) split [{label}] (worker CPU s summed, parent write s): decode {s['decode']:.2f} s "
+            f"({100 * s['decode'] / total:.0f} %), transform {s['transform']:.2f} s ({100 * s['transform'] / total:.0f} %), "
+            f"compress {s['compress']:.2f} s ({100 * s['compress'] / total:.0f} %), write {s['write']:.2f} s "
+            f"({100 * s['write'] / total:.0f} %); wall {s['wall']:.2f} s"
+        )
+    comp = compressions[0]
+    one = max(run_ingest(dirs, data, out, args.size, 1, comp, args.level)[1] for _ in range(args.repeat))
+    two = max(run_ingest(dirs, data, out, args.size, 2, comp, args.level)[1] for _ in range(args.repeat))
+    print(f"(5) [{comp}] 1 core: {one:,.0f} slices/s, 2 cores: {two:,.0f} slices/s, speed-up {two / one:.2f}×")
+    for f in out.iterdir():
+        f.unlink()
+    out.rmdir()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""``ingest_modality``: one modality of a validated manifest → its HDF5/parquet file + problems.csv."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import medflow
+from medflow.ingest import pixels
+from medflow.ingest.h5out import H5Sink, check_compression, spool_dir, spool_read, utf8
+from medflow.ingest.pixels import IMAGE_KINDS, SampleResult, Task
+from medflow.ingest.tables import TABLE_KINDS
+from medflow.io.atomic import atomic_path
+from medflow.io.images import CONTAINER_SEP
+from medflow.problems import BadInputError, InputProblem, Problem, write_problems
+
+log = logging.getLogger(__name__)
+
+KINDS = (*IMAGE_KINDS, *TABLE_KINDS)
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did. Seconds: decode/transform/compress are summed over workers (CPU time of
+    the per-sample work), write is the parent's HDF5/parquet I/O, wall is the elapsed time."""
+
+    modality: str
+    kind: str
+    n_ok: int
+    n_problems: int
+    n_missing: int
+    n_slices: int = 0
+    seconds_decode: float = 0.0
+    seconds_transform: float = 0.0
+    seconds_compress: float = 0.0
+    seconds_write: float = 0.0
+    seconds_wall: float = 0.0
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {
+            "decode": self.seconds_decode,
+            "transform": self.seconds_transform,
+            "compress": self.seconds_compress,
+            "write": self.seconds_write,
+            "wall": self.seconds_wall,
+        }
+
+
+def ingest_modality(
+    manifest: pd.DataFrame,
+    cohort_root: Path,
+    modality: str,
+    spec: dict,
+    out_path: Path,
+    problems_path: Path,
+    *,
+    threads: int = 1,
+    on_bad_input: str = "skip",
+    compression: str = "gzip",
+    compression_level: int = 1,
+    source_hash: str = "",
+    progress: bool = True,
+) -> IngestSummary:
+    """Ingest ``modality`` of ``manifest`` (paths relative to ``cohort_root``) into ``out_path``.
+
+    Image kinds write HDF5 (``.h5``), table kinds parquet. Every sample that fails becomes a row of
+    ``problems_path`` (always written) and is left out; ``on_bad_input="fail"`` raises BadInputError
+    after writing the problems, and leaves no output file.
+    """
+    t_start = time.perf_counter()
+    kind = spec["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"modality {modality!r}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if on_bad_input not in ("skip", "fail"):
+        raise ValueError(f"on_bad_input must be 'skip' or 'fail', not {on_bad_input!r}")
+    cohort_root, out_path, problems_path = Path(cohort_root), Path(out_path), Path(problems_path)
+    if on_bad_input == "fail" and out_path.exists():
+        out_path.unlink()  # a failed run must not leave an earlier output looking current
+    if kind in TABLE_KINDS:
+        summary = _ingest_table_kind(manifest, cohort_root, modality, spec, out_path, problems_path, on_bad_input)
+    else:
+        check_compression(compression, compression_level)
+        summary = _ingest_image_kind(
+            manifest, cohort_root, modality, spec, out_path, problems_path,
+            threads=max(int(threads), 1), on_bad_input=on_bad_input, compression=compression,
+            level=int(compression_level), source_hash=source_hash, progress=progress,
+        )
+    summary.seconds_wall = time.perf_counter() - t_start
+    log.info(
+        "%s (%s): %d ingested, %d problem(s), %d missing%s in %.1f s (decode %.1f s, transform %.1f s, "
+        "compress %.1f s summed over workers; write %.1f s)",
+        modality, kind, summary.n_ok, summary.n_problems, summary.n_missing,
+        f", {summary.n_slices} slices" if kind == "slices" else "", summary.seconds_wall,
+        summary.seconds_decode, summary.seconds_transform, summary.seconds_compress, summary.seconds_write,
+    )
+    return summary
+
+
+def _fail(problems: list[Problem], problems_path: Path, modality: str) -> None:
+    raise BadInputError(
+        f"{modality}: {len(problems)} input problem(s) and on_bad_input is 'fail'; see {problems_path} "
+        f"(first: {problems[0].file}: {problems[0].reason})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _ingest_table_kind(
+    manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path, on_bad_input: str
+) -> IngestSummary:
+    kind = spec["kind"]
+    t0 = time.perf_counter()
+    try:
+        frame, problems, n_missing = TABLE_KINDS[kind](manifest, root, modality, spec)
+    except InputProblem as exc:  # the whole file is unusable: every sample is out
+        problems = [Problem(exc.file or "", "", exc.reason)]
+        frame, n_missing = _empty_table(kind), 0
+    t1 = time.perf_counter()
+    write_problems(problems_path, problems)
+    if problems and on_bad_input == "fail":
+        _fail(problems, problems_path, modality)
+    with atomic_path(out_path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    n_ok = int(frame["sample_id"].nunique()) if len(frame) else 0
+    return IngestSummary(
+        modality, kind, n_ok=n_ok, n_problems=len(problems), n_missing=n_missing,
+        seconds_decode=t1 - t0, seconds_write=time.perf_counter() - t1,
+    )
+
+
+def _empty_table(kind: str) -> pd.DataFrame:
+    cols = {
+        "table": {"sample_id": "string"},
+        "events": {"sample_id": "string", "hours": "float64", "variable": "string", "value": "float64", "value_text": "string"},
+        "notes": {"sample_id": "string", "note_index": "int64", "hours": "float64", "text": "string"},
+    }[kind]
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def _cell(value: Any) -> str | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _resolve(root: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else root / p
+
+
+def build_tasks(
+    manifest: pd.DataFrame, root: Path, modality: str, spec: dict, compression: str, level: int
+) -> tuple[list[Task], int]:
+    """One task per sample (per container for ``patches``) and the number of empty cells."""
+    kind = spec["kind"]
+    if modality not in manifest.columns:
+        raise ValueError(f"the manifest has no column {modality!r} for modality {modality!r}")
+    mask_col = spec.get("mask") if kind == "volume" else None
+    if mask_col and mask_col not in manifest.columns:
+        raise ValueError(f"the manifest has no mask column {mask_col!r} (modality {modality!r})")
+    light = {k: spec[k] for k in ("size", "channels", "dataset", "units") if k in spec}
+    tasks: list[Task] = []
+    containers: dict[str, Task] = {}
+    missing = 0
+    ids = manifest["sample_id"].astype(str).tolist()
+    masks = manifest[mask_col].tolist() if mask_col else [None] * len(ids)
+    for i, (sid, value, mask) in enumerate(zip(ids, manifest[modality].tolist(), masks, strict=True)):
+        cell = _cell(value)
+        if cell is None:
+            missing += 1
+            continue
+        if kind == "patches":
+            file_part, sep, row = cell.rpartition(CONTAINER_SEP)
+            if not sep:
+                file_part, row = cell, "<none>"
+            path = str(_resolve(root, file_part))
+            task = containers.get(path)
+            if task is None:
+                task = containers[path] = Task(kind, [], [], path, file_part, light, compression, level)
+                tasks.append(task)
+            try:
+                r = int(row)
+            except ValueError:
+                r = -1
+            task.order.append(i)
+            task.sample_ids.append(sid)
+            task.rows.append(r)
+            continue
+        mask_cell = _cell(mask)
+        tasks.append(
+            Task(kind, [i], [sid], str(_resolve(root, cell)), cell, light, compression, level,
+                 mask=str(_resolve(root, mask_cell)) if mask_cell else None)
+        )
+    return tasks, missing
+
+
+def _split_bad_refs(tasks: list[Task]) -> list[SampleResult]:
+    """Patches references whose row is not a non-negative integer are problems before any reading."""
+    bad: list[SampleResult] = []
+    for t in tasks:
+        if t.kind != "patches":
+            continue
+        keep = [j for j, r in enumerate(t.rows) if r >= 0]
+        for j in range(len(t.rows)):
+            if t.rows[j] < 0:
+                bad.append(SampleResult(t.order[j], t.sample_ids[j], problem=Problem(
+                    t.cell, t.sample_ids[j],
+                    f"{t.cell!r} is not a container reference 'file.hdf5#row' with a non-negative integer row")))
+        t.order, t.sample_ids, t.rows = ([t.order[j] for j in keep], [t.sample_ids[j] for j in keep], [t.rows[j] for j in keep])
+    return bad
+
+
+class _Runner:
+    """Results task by task (completion order; ``_in_order`` restores manifest order).
+
+    threads=1: everything in this process (no pool start-up, no pickling). threads=N>1: a forked
+    pool of N-1 workers *plus this process*, which takes a task itself whenever the pool has enough
+    queued and no result is waiting to be written; so N cores decode and this process also does all
+    the HDF5 writing, instead of N workers fighting the writer for N cores. Pool workers leave
+    their chunks in a RAM spool folder (see h5out) instead of pickling them through pipes.
+    """
+
+    def __init__(self, tasks: list[Task], threads: int) -> None:
+        self.tasks = tasks
+        self.pool = None
+        self.spool: str | None = None
+        pixels.init_worker()
+        self.workers = min(threads, len(tasks)) - 1
+        if self.workers >= 1:
+            self.spool = spool_dir()
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+            self.pool = ctx.Pool(self.workers, initializer=pixels.init_worker)
+        self.results: Iterator[list[SampleResult]] = self._results()
+
+    def _results(self) -> Iterator[list[SampleResult]]:
+        if self.pool is None:
+            for t in self.tasks:
+                yield pixels.run_task(t)
+            return
+        pending: deque = deque()
+        queue = iter(self.tasks)
+        nxt = next(queue, None)
+        depth = self.workers + 1
+        while nxt is not None or pending:
+            while nxt is not None and len(pending) < depth:
+                nxt.spool = self.spool if nxt.kind != "patches" else None
+                pending.append(self.pool.apply_async(pixels.run_task, (nxt,)))
+                nxt = next(queue, None)
+            done = [r for r in pending if r.ready()]
+            for r in done:
+                pending.remove(r)
+                yield r.get()
+            if done:
+                continue
+            if nxt is not None:  # the pool is busy: this process takes the next task itself
+                task, nxt = nxt, next(queue, None)
+                task.spool = None
+                yield pixels.run_task(task)
+            else:
+                yield pending.popleft().get()
+
+    def close(self, ok: bool) -> None:
+        if self.pool is not None:
+            if ok:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool = None
+
+
+def _in_order(batches: Iterable[list[SampleResult]], orders: list[int]) -> Iterator[SampleResult]:
+    """Re-emit results in manifest order (patch containers may finish samples out of order)."""
+    expected = sorted(orders)
+    pending: dict[int, SampleResult] = {}
+    k = 0
+    for batch in batches:
+        for r in batch:
+            pending[r.order] = r
+        while k < len(expected) and expected[k] in pending:
+            yield pending.pop(expected[k])
+            k += 1
+    yield from (pending[o] for o in sorted(pending))
+
+
+def _load_slice_labels(root: Path, spec: dict) -> tuple[dict[tuple[str, str], int], str | None]:
+    name = spec.get("slice_labels")
+    if not name:
+        return {}, None
+    path = _resolve(root, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"slice_labels file {path} named in the config does not exist")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    cols = [c for c in frame.columns if c not in ("sample_id", "sop_instance_uid")]
+    if "sample_id" not in frame.columns or "sop_instance_uid" not in frame.columns or len(cols) != 1:
+        raise ValueError(
+            f"{path}: slice labels need columns sample_id, sop_instance_uid and one label column; found {list(frame.columns)}"
+        )
+    label = cols[0]
+    values = pd.to_numeric(frame[label].str.strip(), errors="coerce")
+    labels: dict[tuple[str, str], int] = {}
+    for sid, uid, v in zip(frame["sample_id"].str.strip(), frame["sop_instance_uid"].str.strip(), values, strict=True):
+        labels[(sid, uid)] = -1 if pd.isna(v) else int(v)
+    return labels, label
+
+
+def _ingest_image_kind(
+    manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path, *,
+    threads: int, on_bad_input: str, compression: str, level: int, source_hash: str, progress: bool,
+) -> IngestSummary:
+    kind = spec["kind"]
+    size = [int(s) for s in spec["size"]]
+    channels = int(spec.get("channels", 1) or 1)
+    tasks, n_missing = build_tasks(manifest, root, modality, spec, compression, level)
+    early = _split_bad_refs(tasks)
+    tasks = [t for t in tasks if t.order]
+    slice_labels, label_name = _load_slice_labels(root, spec) if kind == "slices" else ({}, None)
+    orders = [o for t in tasks for o in t.order] + [r.order for r in early]
+    n_samples = len(orders)
+
+    summary = IngestSummary(modality, kind, 0, 0, n_missing)
+    problems: list[Problem] = []
+    ids: list[str] = []
+    spacings: list[tuple[float, ...]] = []
+    units: set[str] = set()
+    offsets = [0]
+    z: list[np.ndarray] = []
+    uids: list[str] = []
+    labels: list[np.ndarray] = []
+    n_labelled = 0
+    item = {"image": ([3, *size] if channels == 3 else size), "patches": size, "volume": size, "slices": size}[kind]
+    dtype = np.int16 if kind == "slices" else np.float32
+    runner = _Runner(tasks, threads)  # the pool forks before the output file is opened
+    spool_buffer = bytearray()
+    bar = tqdm(total=n_samples, desc=f"ingest {modality}", unit="sample", mininterval=1.0, disable=not progress)
+    try:
+        with atomic_path(out_path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                sink = H5Sink(f, compression, level)
+                sink.create("images", item, dtype)
+                if kind == "volume" and spec.get("mask"):
+                    sink.create("masks", size, np.uint8)
+                for r in _in_order(_chain([early], runner.results), orders):
+                    bar.update(1)
+                    for key in ("decode", "transform", "compress"):
+                        setattr(summary, f"seconds_{key}", getattr(summary, f"seconds_{key}") + r.seconds.get(key, 0.0))
+                    if r.problem is not None:
+                        problems.append(r.problem)  # write_problems logs each one
+                        continue
+                    if r.spool_file is not None:
+                        for name, chunks in spool_read(r.spool_file, r.chunks, spool_buffer).items():
+                            sink.append(name, chunks)
+                        # the views die here, so the buffer may grow on the next sample
+                        chunks = None
+                    else:
+                        for name, chunks in r.chunks.items():
+                            sink.append(name, chunks)
+                    ids.append(r.sample_id)
+                    units.add(r.units)
+                    sp = r.spacing if r.spacing is not None else (np.nan,) * (3 if kind in ("volume", "slices") else 2)
+                    spacings.append(tuple(float(v) for v in sp))
+                    if kind == "slices":
+                        n = len(r.sop_instance_uids)
+                        offsets.append(offsets[-1] + n)
+                        z.append(r.z)
+                        uids.extend(r.sop_instance_uids)
+                        lab = np.array([slice_labels.get((r.sample_id, u), -1) for u in r.sop_instance_uids], dtype=np.int8)
+                        n_labelled += int((lab >= 0).sum())
+                        labels.append(lab)
+                summary.n_ok, summary.n_problems = len(ids), len(problems)
+                _finish_h5(
+                    sink, kind, modality, spec, size, ids, spacings, units, offsets, z, uids, labels, label_name,
+                    compression, level, source_hash,
+                )
+                write_problems(problems_path, problems)
+                if problems and on_bad_input == "fail":
+                    _fail(problems, problems_path, modality)
+            summary.seconds_write = sink.seconds
+    except BaseException:
+        runner.close(ok=False)
+        raise
+    finally:
+        bar.close()
+    runner.close(ok=True)
+    if kind == "slices":
+        summary.n_slices = offsets[-1]
+        if slice_labels:
+            log.info("%s: %d of %d slices carry a %s label (by SOP Instance UID); %d label rows did not match a slice",
+                     modality, n_labelled, offsets[-1], label_name, len(slice_labels) - n_labelled)
+    return summary
+
+
+def _chain(first: list[list[SampleResult]], rest: Iterator[list[SampleResult]]) -> Iterator[list[SampleResult]]:
+    yield from first
+    yield from rest
+
+
+def _finish_h5(
+    sink: H5Sink, kind: str, modality: str, spec: dict, size: list[int], ids: list[str],
+    spacings: list[tuple[float, ...]], units: set[str], offsets: list[int], z: list[np.ndarray], uids: list[str],
+    labels: list[np.ndarray], label_name: str | None, compression: str, level: int, source_hash: str,
+) -> None:
+    f = sink.f
+    sink.put("sample_id", utf8(ids))
+    ndim = 3 if kind in ("volume", "slices") else 2
+    sp = np.array(spacings, dtype=np.float32).reshape(len(ids), ndim)
+    sink.put("spacing", sp)
+    if kind == "slices":
+        sink.put("offsets", np.array(offsets, dtype=np.int64))
+        sink.put("z", np.concatenate(z).astype(np.float32) if z else np.zeros(0, np.float32))
+        sink.put("slice_label", np.concatenate(labels).astype(np.int8) if labels else np.zeros(0, np.int8))
+        sink.put("sop_instance_uid", utf8(uids))
+        if label_name:
+            f["slice_label"].attrs["label"] = label_name
+    attrs = f.attrs
+    attrs["modality"] = modality
+    attrs["kind"] = kind
+    attrs["units"] = units.pop() if len(units) == 1 else ("mixed" if units else "raw")
+    attrs["size"] = np.array(size, dtype=np.int64)
+    attrs["channels"] = int(spec.get("channels", 1) or 1)
+    if spec.get("window") is not None:
+        attrs["window"] = np.array(spec["window"], dtype=np.float64)
+    if len(sp) and np.all(np.isfinite(sp)) and np.allclose(sp, sp[0], rtol=1e-4, atol=1e-6):
+        attrs["spacing"] = sp[0].astype(np.float64)
+    attrs["compression"] = compression
+    attrs["compression_level"] = level if compression == "gzip" else 0
+    attrs["medflow_version"] = medflow.__version__
+    attrs["source_hash"] = source_hash

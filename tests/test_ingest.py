@@ -1,0 +1,413 @@
+"""ingest_modality on small synthetic inputs of every kind: values, layout, chunks, filters, problems."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from PIL import Image
+
+import medflow
+from medflow.ingest import ingest_modality
+from medflow.ingest.h5out import H5Sink
+from medflow.io.dicom_write import FakePatient, deterministic_uid, write_image, write_series
+from medflow.problems import BadInputError, read_problems
+
+
+def manifest(ids, **cols):
+    return pd.DataFrame({"sample_id": ids, "patient_id": ids, "center": "A", **cols})
+
+
+def run(tmp_path, man, modality, spec, **kw):
+    out = tmp_path / "out" / f"{modality}.{'parquet' if spec['kind'] in ('table', 'events', 'notes') else 'h5'}"
+    probs = tmp_path / "out" / f"{modality}.problems.csv"
+    summary = ingest_modality(man, tmp_path, modality, spec, out, probs, progress=False, **kw)
+    return summary, out, read_problems(probs)
+
+
+def hu_volume(depth, size, seed):
+    rng = np.random.default_rng(seed)
+    return np.round(rng.uniform(-1024, 2000, (depth, size, size)))
+
+
+# ---------------------------------------------------------------------------------------------- slices
+
+
+def write_shuffled_series(folder, vol, key, rng):
+    depth = len(vol)
+    uids = [str(deterministic_uid(key, "sop", k)) for k in range(depth)]
+    names = [f"{n:03d}.dcm" for n in rng.permutation(depth)]
+    paths = write_series(folder, vol, seed_key=key, sop_uids=uids, file_names=names, spacing=(2.5, 0.8, 0.8))
+    for p, inst in zip(paths, rng.permutation(depth), strict=True):  # InstanceNumber shuffled too
+        ds = pydicom.dcmread(p)
+        ds.InstanceNumber = int(inst) + 1
+        ds.save_as(p)
+    return uids
+
+
+@pytest.fixture
+def slice_cohort(tmp_path):
+    rng = np.random.default_rng(3)
+    vols, uids = {}, {}
+    for i, depth in enumerate([5, 3, 4]):
+        sid = f"S{i}"
+        vols[sid] = hu_volume(depth, 32, i)
+        uids[sid] = write_shuffled_series(tmp_path / "ct" / sid, vols[sid], sid, rng)
+    labels = [
+        {"sample_id": "S0", "sop_instance_uid": uids["S0"][3], "pe_present_on_image": 1},
+        {"sample_id": "S0", "sop_instance_uid": uids["S0"][0], "pe_present_on_image": 0},
+        {"sample_id": "S2", "sop_instance_uid": uids["S2"][1], "pe_present_on_image": 1},
+    ]
+    pd.DataFrame(labels).sample(frac=1, random_state=0).to_csv(tmp_path / "slice_labels.csv", index=False)
+    man = manifest(["S0", "SX", "S1", "S2"], ct=["ct/S0", "", "ct/S1", "ct/S2"])
+    return tmp_path, man, vols, uids
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_slices_layout_values_labels(slice_cohort, compression):
+    tmp_path, man, vols, uids = slice_cohort
+    spec = {"kind": "slices", "size": [16, 16], "slice_labels": "slice_labels.csv"}
+    summary, out, problems = run(tmp_path, man, "ct", spec, compression=compression, source_hash="abc")
+    assert problems == []
+    assert (summary.n_ok, summary.n_problems, summary.n_missing, summary.n_slices) == (3, 0, 1, 12)
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["S0", "S1", "S2"]
+        np.testing.assert_array_equal(f["offsets"][:], [0, 5, 8, 12])
+        images = f["images"]
+        assert images.shape == (12, 16, 16) and images.dtype == np.int16
+        assert images.chunks == (1, 16, 16)
+        if compression == "none":
+            assert images.compression is None
+        else:
+            assert images.compression == compression and images.shuffle
+        stack = images[:]
+        for i, sid in enumerate(["S0", "S1", "S2"]):
+            a, b = f["offsets"][i], f["offsets"][i + 1]
+            block = vols[sid].reshape(-1, 16, 2, 16, 2).mean(axis=(2, 4))
+            np.testing.assert_array_equal(stack[a:b], np.floor(block + 0.5))  # area mean, HU, position order
+            assert list(f["sop_instance_uid"].asstr()[a:b]) == uids[sid]
+            np.testing.assert_allclose(np.diff(f["z"][a:b]), 2.5)
+        lab = f["slice_label"][:]
+        assert lab.dtype == np.int8
+        expected = np.full(12, -1)
+        expected[[3, 0, 8 + 1]] = [1, 0, 1]
+        np.testing.assert_array_equal(lab, expected)
+        np.testing.assert_allclose(f["spacing"][0], [2.5, 1.6, 1.6])
+        attrs = dict(f.attrs)
+        assert attrs["units"] == "HU" and attrs["kind"] == "slices" and attrs["modality"] == "ct"
+        assert attrs["medflow_version"] == medflow.__version__ and attrs["source_hash"] == "abc"
+        np.testing.assert_array_equal(attrs["size"], [16, 16])
+        np.testing.assert_allclose(attrs["spacing"], [2.5, 1.6, 1.6])
+
+
+def test_slices_process_pool_gives_the_same_file_content(slice_cohort):
+    tmp_path, man, _, _ = slice_cohort
+    spec = {"kind": "slices", "size": [16, 16]}
+    _, out1, _ = run(tmp_path, man, "ct", spec, threads=1)
+    one = {k: h5py.File(out1)[k][:] for k in ("images", "offsets", "z")}
+    _, out2, _ = run(tmp_path, man, "ct", spec, threads=2)
+    with h5py.File(out2) as f:
+        for k, v in one.items():
+            np.testing.assert_array_equal(f[k][:], v)
+
+
+def test_slices_at_native_size_are_exact_hu(tmp_path):
+    vol = hu_volume(3, 12, 9)
+    write_series(tmp_path / "a", vol)
+    _, out, _ = run(tmp_path, manifest(["a"], ct=["a"]), "ct", {"kind": "slices", "size": [12, 12]})
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["images"][:], vol)
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def test_image_kind_png_dicom_monochrome1_and_window(tmp_path):
+    grey = (np.arange(256).reshape(16, 16) % 251).astype(np.uint8)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(grey).save(tmp_path / "img" / "a.png")
+    write_image(tmp_path / "img" / "b.dcm", 255 - grey, modality="DX", photometric="MONOCHROME1")
+    hu = np.rint(np.linspace(-1000, 1000, 256)).reshape(16, 16)
+    write_image(tmp_path / "img" / "c.dcm", hu, modality="CT", spacing=(0.5, 0.5))
+    man = manifest(["a", "b", "c"], x=["img/a.png", "img/b.dcm", "img/c.dcm"])
+    spec = {"kind": "image", "size": [8, 8], "channels": 1, "window": [-250, 150]}
+    summary, out, problems = run(tmp_path, man, "x", spec)
+    assert problems == [] and summary.n_ok == 3
+    with h5py.File(out) as f:
+        img = f["images"]
+        assert img.shape == (3, 8, 8) and img.dtype == np.float32 and img.chunks == (1, 8, 8)
+        expected = grey.reshape(8, 2, 8, 2).mean(axis=(1, 3))
+        np.testing.assert_allclose(img[0], expected, atol=1e-4)
+        np.testing.assert_allclose(img[1], expected, atol=1e-4)  # MONOCHROME1 inverted back
+        np.testing.assert_allclose(img[2], hu.reshape(8, 2, 8, 2).mean(axis=(1, 3)), atol=1e-3)
+        assert f.attrs["units"] == "mixed"
+        np.testing.assert_array_equal(f.attrs["window"], [-250, 150])
+        np.testing.assert_allclose(f["spacing"][2], [1.0, 1.0])
+        assert np.isnan(f["spacing"][0]).all()
+
+
+def test_image_kind_three_channels(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 1] = 100
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "c.png")
+    _, out, _ = run(tmp_path, manifest(["c"], x=["c.png"]), "x", {"kind": "image", "size": [4, 4], "channels": 3})
+    with h5py.File(out) as f:
+        assert f["images"].shape == (1, 3, 4, 4) and f["images"].chunks == (1, 3, 4, 4)
+        np.testing.assert_allclose(f["images"][0, 1], 100)
+
+
+# --------------------------------------------------------------------------------------------- patches
+
+
+def test_patches_from_container_refs(tmp_path):
+    data = np.random.default_rng(0).integers(-1000, 1000, (20, 8, 8)).astype(np.int16)
+    with h5py.File(tmp_path / "all_patches.hdf5", "w") as f:
+        f["ct_slices"] = data
+    rows = [17, 3, 9, 3, 25]
+    man = manifest([f"p{i}" for i in range(6)], patch=[f"all_patches.hdf5#{r}" for r in rows] + ["all_patches.hdf5#x"])
+    summary, out, problems = run(tmp_path, man, "patch", {"kind": "patches", "size": [4, 4]}, threads=2)
+    assert summary.n_ok == 4
+    reasons = {p.sample_id: p.reason for p in problems}
+    assert set(reasons) == {"p4", "p5"}
+    assert "out of range" in reasons["p4"] and "integer row" in reasons["p5"]
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["p0", "p1", "p2", "p3"]
+        for i, r in enumerate(rows[:4]):
+            np.testing.assert_allclose(f["images"][i], data[r].reshape(4, 2, 4, 2).mean(axis=(1, 3)))
+        assert f.attrs["units"] == "HU"
+
+
+# ---------------------------------------------------------------------------------------------- volume
+
+
+def test_volume_series_npy_and_mask(tmp_path):
+    rng = np.random.default_rng(1)
+    vol = rng.uniform(0, 1000, (6, 12, 12)).round()
+    write_series(tmp_path / "v0", vol, modality="MR", spacing=(2.0, 1.0, 1.0))
+    np.save(tmp_path / "v1.npy", vol)
+    mask = np.zeros((6, 12, 12), np.uint8)
+    mask[2:5, 3:9, 4:10] = 1
+    np.save(tmp_path / "m0.npy", mask)
+    np.save(tmp_path / "m1.npy", mask)
+    np.save(tmp_path / "m2.npy", mask[:, :6])
+    np.save(tmp_path / "v2.npy", vol)
+    man = manifest(["a", "b", "c"], mri=["v0", "v1.npy", "v2.npy"], lesion_mask=["m0.npy", "m1.npy", "m2.npy"])
+    spec = {"kind": "volume", "size": [3, 24, 8], "mask": "lesion_mask"}
+    summary, out, problems = run(tmp_path, man, "mri", spec)
+    assert summary.n_ok == 2
+    assert [p.sample_id for p in problems] == ["c"]
+    assert "(6, 6, 12)" in problems[0].reason and "(6, 12, 12)" in problems[0].reason
+    with h5py.File(out) as f:
+        assert f["images"].shape == (2, 3, 24, 8) and f["images"].chunks == (1, 3, 24, 8)
+        assert f["masks"].dtype == np.uint8 and f["masks"].chunks == (1, 3, 24, 8)
+        m = f["masks"][:]
+        assert set(np.unique(m)) == {0, 1}
+        np.testing.assert_allclose(f["images"][0], f["images"][1])
+        import torch
+
+        ref = torch.nn.functional.interpolate(
+            torch.tensor(vol, dtype=torch.float32)[None, None], size=(3, 24, 8), mode="trilinear", align_corners=False
+        )[0, 0].numpy()
+        np.testing.assert_allclose(f["images"][0], ref, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(f["spacing"][0], [4.0, 0.5, 1.5])
+        assert np.isnan(f["spacing"][1]).all()
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def test_table_typed_and_problems(tmp_path):
+    pd.DataFrame(
+        {
+            "sample_id": ["b", "a", "zz", "d", "d"],
+            "age": ["41", "", "50", "3", "4"],
+            "size_mm": ["1.5", "2", "3", "4", "5"],
+            "sex": ["F", "M", "F", "M", "M"],
+        }
+    ).to_csv(tmp_path / "clinical.csv", index=False)
+    man = manifest(["a", "b", "c", "d"])
+    summary, out, problems = run(tmp_path, man, "clinical", {"kind": "table", "file": "clinical.csv"})
+    frame = pd.read_parquet(out)
+    assert list(frame["sample_id"]) == ["a", "b"]
+    assert str(frame["age"].dtype) == "Int64" and frame["age"].isna().tolist() == [True, False]
+    assert frame["size_mm"].dtype == np.float64
+    assert isinstance(frame["sex"].dtype, pd.CategoricalDtype)
+    reasons = {p.sample_id: p.reason for p in problems}
+    assert "not in the manifest" in reasons["zz"]
+    assert "several rows" in reasons["d"]
+    assert "no row" in reasons["c"]
+    assert summary.n_ok == 2 and summary.n_problems == 3
+
+
+def test_events_window_values_and_unknown_ids(tmp_path):
+    pd.DataFrame(
+        {
+            "admission_id": ["a", "a", "a", "b", "q", "q", "a"],
+            "hours": [1.0, 50.0, -1.0, 3.5, 1.0, 2.0, 0.5],
+            "variable": ["hr", "hr", "hr", "gcs", "hr", "hr", "note"],
+            "value": ["80", "90", "70", "15", "1", "2", "alert"],
+        }
+    ).to_csv(tmp_path / "events.csv", index=False)
+    man = manifest(["a", "b", "c"])
+    summary, out, problems = run(tmp_path, man, "ehr", {"kind": "events", "file": "events.csv", "window_hours": 48})
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["sample_id", "hours", "variable", "value", "value_text"]
+    assert list(frame["sample_id"]) == ["a", "a", "b"]
+    assert list(frame["hours"]) == [0.5, 1.0, 3.5]
+    assert np.isnan(frame["value"][0]) and frame["value_text"][0] == "alert"
+    assert frame["value"][1] == 80.0 and pd.isna(frame["value_text"][1])
+    assert [(p.sample_id, "not in the manifest" in p.reason) for p in problems] == [("q", True)]
+    assert summary.n_missing == 1  # c has no events
+
+
+def test_notes_file_folder_and_bad_notes(tmp_path):
+    (tmp_path / "n" / "a").mkdir(parents=True)
+    (tmp_path / "n" / "a" / "012.5_radiology.txt").write_text("second", encoding="utf-8")
+    (tmp_path / "n" / "a" / "002.0_nursing.txt").write_text("first", encoding="utf-8")
+    (tmp_path / "n" / "b.txt").write_text("only note", encoding="utf-8")
+    (tmp_path / "n" / "c.txt").write_text("  \n\t ", encoding="utf-8")
+    (tmp_path / "n" / "d.txt").write_bytes(b"caf\xe9 latin-1")
+    man = manifest(["a", "b", "c", "d", "e"], notes=["n/a", "n/b.txt", "n/c.txt", "n/d.txt", ""])
+    summary, out, problems = run(tmp_path, man, "notes", {"kind": "notes"})
+    frame = pd.read_parquet(out)
+    assert list(frame["sample_id"]) == ["a", "a", "b"]
+    assert list(frame["text"]) == ["first", "second", "only note"]
+    assert list(frame["note_index"]) == [0, 1, 0]
+    assert frame["hours"][1] == 12.5 and np.isnan(frame["hours"][2])
+    reasons = {p.sample_id: p.reason for p in problems}
+    assert "empty" in reasons["c"] and "not valid UTF-8" in reasons["d"]
+    assert summary.n_missing == 1
+
+
+# ----------------------------------------------------------------------------------------- bad inputs
+
+
+@pytest.fixture
+def broken_cohort(tmp_path):
+    good = hu_volume(4, 16, 0)
+    write_series(tmp_path / "good", good, seed_key="good")
+    p = write_series(tmp_path / "missing_slice", hu_volume(5, 16, 1), seed_key="ms")
+    p[2].unlink()
+    write_series(tmp_path / "mixed", hu_volume(3, 16, 2), seed_key="mx")
+    odd = write_series(tmp_path / "tmp", hu_volume(1, 12, 3), seed_key="mx", sop_uids=[str(deterministic_uid("odd"))],
+                       origin=(-120.0, -120.0, -192.5))
+    odd[0].rename(tmp_path / "mixed" / "odd.dcm")
+    p = write_series(tmp_path / "dup", hu_volume(3, 16, 4), seed_key="dup")
+    ds = pydicom.dcmread(p[2])
+    ds.ImagePositionPatient = pydicom.dcmread(p[1]).ImagePositionPatient
+    ds.save_as(p[2])
+    p = write_series(tmp_path / "trunc", hu_volume(3, 16, 5), seed_key="tr")
+    p[1].write_bytes(p[1].read_bytes()[:-100])
+    (tmp_path / "random").mkdir()
+    (tmp_path / "random" / "x.dcm").write_bytes(np.random.default_rng(0).bytes(2048))
+    man = manifest(
+        ["good", "missing_slice", "mixed", "dup", "trunc", "random", "absent"],
+        ct=["good", "missing_slice", "mixed", "dup", "trunc", "random", "nowhere"],
+    )
+    return tmp_path, man, good
+
+
+EXPECTED_REASONS = {
+    "missing_slice": "missing or misplaced slices",
+    "mixed": "mixed Rows (0028,0010)/Columns (0028,0011)",
+    "dup": "duplicate slice position",
+    "trunc": "truncated",
+    "random": "not a DICOM file",
+    "absent": "not found",
+}
+
+
+def test_broken_series_become_problems(broken_cohort):
+    tmp_path, man, good = broken_cohort
+    summary, out, problems = run(tmp_path, man, "ct", {"kind": "slices", "size": [16, 16]}, threads=2)
+    reasons = {p.sample_id: p.reason for p in problems}
+    assert set(reasons) == set(EXPECTED_REASONS)
+    for sid, words in EXPECTED_REASONS.items():
+        assert words in reasons[sid], (sid, reasons[sid])
+    assert all(p.file for p in problems)
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["good"]
+        np.testing.assert_array_equal(f["images"][:], good)
+        np.testing.assert_array_equal(f["offsets"][:], [0, 4])
+    assert (summary.n_ok, summary.n_problems) == (1, 6)
+
+
+def test_broken_2d_images_become_problems(tmp_path):
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "fake.png").write_bytes(b"GIF89a but not really an image")
+    (tmp_path / "rand.dcm").write_bytes(np.random.default_rng(1).bytes(500))
+    p = write_image(tmp_path / "t.dcm", np.zeros((32, 32), np.uint8))
+    p.write_bytes(p.read_bytes()[:-300])
+    man = manifest(["ok", "fake", "rand", "t"], x=["ok.png", "fake.png", "rand.dcm", "t.dcm"])
+    _, out, problems = run(tmp_path, man, "x", {"kind": "image", "size": [4, 4]})
+    reasons = {p.sample_id: p.reason for p in problems}
+    assert "cannot be read as an image" in reasons["fake"]
+    assert "not a DICOM file" in reasons["rand"]
+    assert "truncated" in reasons["t"]
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["ok"]
+
+
+def test_fail_mode_raises_after_writing_problems(broken_cohort):
+    tmp_path, man, _ = broken_cohort
+    with pytest.raises(BadInputError, match=r"6 input problem\(s\).*ct.problems.csv"):
+        run(tmp_path, man, "ct", {"kind": "slices", "size": [16, 16]}, on_bad_input="fail")
+    assert len(read_problems(tmp_path / "out" / "ct.problems.csv")) == 6
+    assert not (tmp_path / "out" / "ct.h5").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct.problems.csv"]
+
+
+def test_fail_mode_on_tables(tmp_path):
+    pd.DataFrame({"sample_id": ["a", "zz"], "x": [1, 2]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(BadInputError):
+        run(tmp_path, manifest(["a"]), "t", {"kind": "table", "file": "t.csv"}, on_bad_input="fail")
+    assert not (tmp_path / "out" / "t.parquet").exists()
+
+
+def test_clean_run_writes_header_only_problems(tmp_path):
+    write_series(tmp_path / "a", hu_volume(2, 8, 0))
+    _, _, problems = run(tmp_path, manifest(["a"], ct=["a"]), "ct", {"kind": "slices", "size": [8, 8]})
+    assert problems == []
+    assert (tmp_path / "out" / "ct.problems.csv").read_text().strip() == "file,sample_id,reason"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_crash_mid_write_leaves_no_output(slice_cohort, monkeypatch, threads):
+    tmp_path, man, _, _ = slice_cohort
+    calls = {"n": 0}
+    original = H5Sink.append
+
+    def crash(self, name, chunks):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError("disk full (simulated)")
+        original(self, name, chunks)
+
+    monkeypatch.setattr(H5Sink, "append", crash)
+    with pytest.raises(OSError, match="simulated"):
+        run(tmp_path, man, "ct", {"kind": "slices", "size": [16, 16]}, threads=threads)
+    out = tmp_path / "out"
+    assert not (out / "ct.h5").exists()
+    assert [p.name for p in out.iterdir() if p.suffix == ".h5"] == []  # no partial file either
+
+
+# ---------------------------------------------------------------------------------------------- PHI
+
+
+def test_no_phi_in_any_output(tmp_path):
+    patient = FakePatient(name="Zyxwv^Phiname", patient_id="MRN9876543", institution="Phinstitution Hospital")
+    write_series(tmp_path / "ct" / "a", hu_volume(3, 8, 0), patient=patient)
+    write_image(tmp_path / "x.dcm", np.zeros((8, 8), np.uint8), patient=patient)
+    man = manifest(["a"], ct=["ct/a"], img=["x.dcm"], mri=["ct/a"])
+    outs = [
+        run(tmp_path, man, "ct", {"kind": "slices", "size": [8, 8]})[1],
+        run(tmp_path, man, "img", {"kind": "image", "size": [8, 8]})[1],
+        run(tmp_path, man, "mri", {"kind": "volume", "size": [3, 8, 8]})[1],
+    ]
+    for out in outs:
+        blob = out.read_bytes()
+        for secret in (patient.name, patient.patient_id, patient.institution, "Phiname", "19600101"):
+            assert secret.encode() not in blob, (out.name, secret)
+            assert secret.encode("utf-16-le") not in blob
