@@ -233,7 +233,8 @@ class _Runner:
 
     threads=1: everything in this process (no pool start-up, no pickling). threads=N>1: a forked
     pool of N-1 workers *plus this process*, which takes a task itself whenever the pool has enough
-    queued and no result is waiting to be written; so N cores decode and this process also does all
+    queued and no result is waiting to be written (tasks are handed out in manifest order, so
+    results wait in ``_in_order`` only briefly); so N cores decode and this process also does all
     the HDF5 writing, instead of N workers fighting the writer for N cores. Pool workers leave
     their chunks in a RAM spool folder (see h5out) instead of pickling them through pipes.
     """
@@ -256,22 +257,24 @@ class _Runner:
                 yield pixels.run_task(t)
             return
         pending: deque = deque()
-        queue = iter(self.tasks)
-        nxt = next(queue, None)
-        depth = self.workers + 1
-        while nxt is not None or pending:
-            while nxt is not None and len(pending) < depth:
-                nxt.spool = self.spool if nxt.kind != "patches" else None
-                pending.append(self.pool.apply_async(pixels.run_task, (nxt,)))
-                nxt = next(queue, None)
+        waiting = deque(self.tasks)
+        # Two queued tasks per worker keep the pool busy while this process works on a task of its
+        # own; towards the end the pool gets no more than half of what is left, so that this
+        # process is not left idle waiting on a long queue of the pool's.
+        depth = 2 * self.workers + 2
+        while waiting or pending:
+            while waiting and len(pending) < min(depth, max(1, len(waiting) * self.workers // (self.workers + 1))):
+                task = waiting.popleft()
+                task.spool = self.spool if task.kind != "patches" else None
+                pending.append(self.pool.apply_async(pixels.run_task, (task,)))
             done = [r for r in pending if r.ready()]
             for r in done:
                 pending.remove(r)
                 yield r.get()
             if done:
                 continue
-            if nxt is not None:  # the pool is busy: this process takes the next task itself
-                task, nxt = nxt, next(queue, None)
+            if waiting:  # the pool is busy: this process takes the next task itself
+                task = waiting.popleft()
                 task.spool = None
                 yield pixels.run_task(task)
             else:
