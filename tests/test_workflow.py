@@ -120,3 +120,57 @@ def test_all_studies_ingest_and_split_on_demo_cohorts(tmp_path):
     # Nothing is stale: a second run has nothing to do.
     proc = snakemake(workdir, "--cores", "2", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_public_layouts_with_broken_files_are_imported_ingested_and_split(tmp_path):
+    """LUNA16 patch file and RSNA-PE folders (not demo sources) through the import rule, with the kinds
+    of damage real downloads have: a truncated slice, a deleted slice and a non-DICOM file."""
+    from medflow.cohort.demo import generate_demo_cohort
+
+    public = tmp_path / "public"
+    generate_demo_cohort("lnmc", public / "luna", patients=80, image_size=32, seed=1)
+    generate_demo_cohort("pe", public / "rsna", patients=16, image_size=32, seed=2)
+    studies = sorted(p for p in (public / "rsna/train").iterdir())
+    truncated, deleted, junk = (sorted(next(s.iterdir()).iterdir()) for s in studies[:3])
+    truncated[3].write_bytes(truncated[3].read_bytes()[:2000])
+    deleted[4].unlink()
+    junk[2].write_text("this is not a DICOM file\n")
+    broken = {s.name for s in studies[:3]}
+
+    def edit(config):
+        config["studies"] = {name: config["studies"][name] for name in ("lnmc", "pe")}
+        config["studies"]["lnmc"]["cohort"] = {"source": "luna-patches", "path": str(public / "luna/all_patches.hdf5")}
+        config["studies"]["pe"]["cohort"] = {"source": "rsna-pe", "path": str(public / "rsna")}
+
+    (tmp_path / "work").mkdir()
+    workdir = make_workdir(tmp_path / "work", edit)
+    snakemake(workdir, "--cores", "2")
+
+    lnmc = pd.read_csv(workdir / "results/lnmc/manifest.csv")
+    assert len(lnmc) == 80 and set(lnmc["center"]) == {"luna16"}
+    info = yaml.safe_load((workdir / "results/lnmc/cohort.json").read_text())
+    assert info["grouping"] == "none"
+    assert any("no patient or nodule ids" in w for w in info["warnings"])
+    with h5py.File(workdir / "results/lnmc/ingest/ct_patch.h5") as h5:
+        assert list(h5["sample_id"].asstr()[:]) == lnmc["sample_id"].tolist()
+
+    manifest = pd.read_csv(workdir / "results/pe/manifest.csv")
+    assert len(manifest) == 16  # the importer keeps a study with a missing file; ingest rejects it
+    problems = pd.read_csv(workdir / "results/pe/ingest/ct_series.problems.csv")
+    assert set(problems["sample_id"]) == broken
+    reasons = " ".join(problems["reason"])
+    assert "truncated" in reasons and "not a DICOM file" in reasons and "missing or misplaced slices" in reasons
+    for file in problems["file"]:  # each row names the culprit file, as a clean path from the workdir
+        assert "/../" not in file and (workdir / file).is_file(), file
+    with h5py.File(workdir / "results/pe/ingest/ct_series.h5") as h5:
+        ingested = set(h5["sample_id"].asstr()[:])
+        labelled = int((h5["slice_label"][:] >= 0).sum())
+        assert labelled == h5["offsets"][-1]  # every ingested slice found its label by SOP UID
+    assert ingested == set(manifest["sample_id"]) - broken
+    splits = pd.read_csv(workdir / "results/pe/splits.csv")
+    assert set(splits["sample_id"]) == set(manifest["sample_id"])
+    log = (workdir / "logs/pe/ingest_ct_series.log").read_text()
+    assert all(name in log for name in broken)
+    proc = snakemake(workdir, "--cores", "2", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr

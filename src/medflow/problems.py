@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,10 @@ def write_problems(path: str | Path, problems: Iterable[Problem]) -> int:
         writer = csv.writer(fh)
         writer.writerow(PROBLEM_COLUMNS)
         for p in problems:
-            writer.writerow((p.file, p.sample_id, p.reason))
-            log.warning("left out %s (sample %s): %s", p.file, p.sample_id, p.reason)
+            # 'cohort/../../data/x.dcm' (a manifest path relative to its cohort root) reads as 'data/x.dcm'
+            file = os.path.normpath(p.file) if p.file else p.file
+            writer.writerow((file, p.sample_id, p.reason))
+            log.warning("left out %s (sample %s): %s", file, p.sample_id, p.reason)
             count += 1
     return count
 
