@@ -590,16 +590,22 @@ def read_series(
         t_decode += t1 - t0
         t_transform += t2 - t1
         units.add(units_of(ds))
+        shape = (int(ds.Rows), int(ds.Columns))
+        uid, series_uid = str(ds.get("SOPInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+        # Free the full-size decoded frame (cached on the dataset too) before the next file is decoded:
+        # the allocator then reuses its pages, where two live frames cost fresh page faults each time
+        # (~0.5 ms per 512² slice, half of an RLE decode).
+        del ds, stored
         slices.append(
             SeriesSlice(
                 path=path,
                 pixels=pixels,
-                sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-                series_uid=str(ds.get("SeriesInstanceUID", "")),
+                sop_instance_uid=uid,
+                series_uid=series_uid,
                 position=position,
                 orientation=orientation,
                 spacing=spacing,
-                shape=(int(ds.Rows), int(ds.Columns)),
+                shape=shape,
             )
         )
     ordered, z, gap = check_geometry(folder, slices)
