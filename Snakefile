@@ -22,6 +22,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/stage1.smk"
 
 
 rule all:

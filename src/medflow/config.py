@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 IMAGE_KINDS = ("image", "patches", "volume", "slices")
 TABLE_KINDS = ("table", "events", "notes")
 SPLIT_NAMES = ("train", "val", "test", "external")
+VOLUME_MODELS = ("se_resnext50_3d",)
 
 
 class ConfigError(ValueError):
@@ -118,10 +119,23 @@ def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
     clashes = set(labels) & set(modalities)
     if clashes:
         out.append(f"{where}: names used both as label and modality: {', '.join(sorted(clashes))}")
+    image_modalities = modalities_of_kind(study, IMAGE_KINDS)
     for model_name, model in study.get("stage1", {}).items():
+        at = f"{where}.stage1.{model_name}"
         mod = model.get("modality")
-        if mod not in modalities:
-            out.append(f"{where}.stage1.{model_name}.modality = {mod!r} is not one of: {', '.join(modalities)}")
+        if mod not in image_modalities:
+            out.append(f"{at}.modality = {mod!r} is not an image modality of the study: {', '.join(image_modalities)}")
+            continue
+        kind = modalities[mod]["kind"]
+        if (model["model"] in VOLUME_MODELS) != (kind == "volume"):
+            need = "a 3D network (" + ", ".join(VOLUME_MODELS) + ")" if kind == "volume" else "a 2D network"
+            out.append(f"{at}.model = {model['model']!r} does not fit modality {mod!r} of kind {kind}: use {need}")
+        if model.get("label") is not None and model["label"] not in labels:
+            out.append(f"{at}.label = {model['label']!r} is not one of the study's labels: {', '.join(labels)}")
+        if model.get("pretrain", "none") != "none" and kind not in ("image", "patches"):
+            out.append(f"{at}.pretrain = {model['pretrain']!r} is only available for 2D images (kind image or patches)")
+        if model.get("pretrain", "none") != "none" and not model.get("augment"):
+            out.append(f"{at}.augment is empty: contrastive pre-training needs augmentations to make two views")
     known_inputs = set(study.get("stage1", {})) | set(modalities)
     for head, spec in study.get("stage2", {}).items():
         for item in spec.get("inputs", []):
@@ -172,3 +186,16 @@ def fingerprint(obj: Any) -> str:
     """A short stable hash of a JSON-able object (used to make params change when config changes)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# The parts of a stage-1 model's spec each of its jobs depends on: a rule's params carry only these,
+# so a change to the classifier's training does not rerun the contrastive pre-training.
+PRETRAIN_KEYS = ("modality", "model", "pretrain", "temperature", "weights", "mask", "intensity", "augment",
+                 "pretrain_train")  # fmt: skip
+TRAIN_KEYS = (*PRETRAIN_KEYS, "label", "sampler", "train")
+
+
+def spec_for(job: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a stage-1 spec that job ``pretrain`` or ``train`` depends on."""
+    keys = PRETRAIN_KEYS if job == "pretrain" else TRAIN_KEYS
+    return {k: spec[k] for k in keys if k in spec}

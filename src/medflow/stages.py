@@ -8,4 +8,6 @@ STAGE_VERSIONS: dict[str, int] = {
     "manifest": 1,
     "ingest": 1,
     "split": 1,
+    "stage1": 1,
+    "features": 1,
 }

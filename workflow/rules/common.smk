@@ -10,6 +10,7 @@ from medflow.config import (
     fingerprint,
     ingest_suffix,
     modalities_of_kind,
+    spec_for,
 )
 from medflow.stages import STAGE_VERSIONS
 
@@ -81,4 +82,66 @@ def all_targets():
     for study in STUDIES:
         out += ingest_targets(study)
         out.append(f"{RESULTS}/{study}/splits.csv")
+        out += stage1_targets(study)
     return out
+
+
+# --- stage 1 -----------------------------------------------------------------------------------
+
+
+def _escaped(names):
+    import re
+
+    return "|".join(re.escape(n) for n in sorted(set(names))) or "(?!x)x"
+
+
+def uses_folds(study):
+    return STUDIES[study]["split"]["folds"] > 0
+
+
+def stage1_spec(wildcards):
+    return STUDIES[wildcards.study]["stage1"][wildcards.model]
+
+
+def stage1_label(wildcards):
+    study = STUDIES[wildcards.study]
+    return stage1_spec(wildcards).get("label") or study["split"].get("stratify") or study["labels"][0]
+
+
+def stage1_ingest(wildcards):
+    modality = stage1_spec(wildcards)["modality"]
+    return f"{RESULTS}/{wildcards.study}/ingest/{modality}.h5"
+
+
+def stage1_encoder(wildcards):
+    """The pre-trained encoder a model's classifier starts from (none without pre-training)."""
+    if stage1_spec(wildcards).get("pretrain", "none") == "none":
+        return []
+    return f"{RESULTS}/{wildcards.study}/stage1/{wildcards.model}/pretrain/model.pt"
+
+
+def fold_predictions(wildcards):
+    folds = STUDIES[wildcards.study]["split"]["folds"]
+    return [f"{RESULTS}/{wildcards.study}/stage1/{wildcards.model}/fold{k}/predictions.csv" for k in range(folds)]
+
+
+def stage1_gpus(wildcards):
+    return stage1_spec(wildcards).get("gpus", 1)
+
+
+def stage1_targets(study):
+    out = []
+    for name, spec in STUDIES[study]["stage1"].items():
+        out.append(f"{RESULTS}/{study}/stage1/{name}/predictions.csv")
+        if spec.get("features", True) and not uses_folds(study):
+            out.append(f"{RESULTS}/{study}/features/{name}.h5")
+    return out
+
+
+FOLD_MODELS = [m for s in STUDIES if uses_folds(s) for m in STUDIES[s]["stage1"]]
+SINGLE_MODELS = [m for s in STUDIES if not uses_folds(s) for m in STUDIES[s]["stage1"]]
+
+
+wildcard_constraints:
+    model=_escaped([m for s in STUDIES.values() for m in s["stage1"]]),
+    fold=r"\d+",

@@ -1,0 +1,37 @@
+"""One wrapper for every stage-1 network: an encoder that yields a feature vector, and a linear head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Classifier(nn.Module):
+    """Encoder + linear head, so training and feature extraction treat every architecture alike.
+
+    ``encoder(x)`` must return ``(B, feature_dim)`` or anything that flattens to it (e.g. a pooled
+    ``(B, C, 1, 1)`` map). ``features`` is the vector handed to later stages; ``forward`` gives logits.
+    The head is always ``Sequential(Dropout, Linear)`` (p may be 0), so checkpoint keys
+    (``head.1.weight``) do not depend on the dropout setting.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, feature_dim: int, num_outputs: int = 1, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if feature_dim < 1 or num_outputs < 1:
+            raise ValueError(f"feature_dim ({feature_dim}) and num_outputs ({num_outputs}) must be positive")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
+        self.encoder = encoder
+        self.feature_dim = feature_dim
+        self.num_outputs = num_outputs
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_outputs))
+
+    def features(self, x: Tensor) -> Tensor:
+        """Feature vector ``(B, feature_dim)`` used downstream (fusion, classical heads)."""
+        return torch.flatten(self.encoder(x), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_outputs)``."""
+        return self.head(self.features(x))

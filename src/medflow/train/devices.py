@@ -1,0 +1,339 @@
+"""Which GPU(s) a training job may use, and how many CPU threads.
+
+Snakemake's ``--resources gpu=3`` only *counts* GPUs: three concurrent jobs that each declared
+``gpu=1`` are all started, but none is told which device is its own, so all of them would pick
+``cuda:0``. :func:`select_device` closes that gap with one lock file per visible device: a job
+takes an exclusive ``flock`` on as many free devices as it needs and narrows its own
+``CUDA_VISIBLE_DEVICES`` to them. ``flock`` locks belong to the open file and vanish with the
+process, so a job that crashes or is killed (SIGKILL included) never leaves a stale lock behind.
+
+torch is imported lazily: taking a lease must stay cheap and must never initialise CUDA, because
+``CUDA_VISIBLE_DEVICES`` is read only once, when CUDA starts in a process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR_ENV = "MEDFLOW_GPU_LOCK_DIR"
+DEVICE_ENV = "MEDFLOW_DEVICE"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+BUSY_LOG_EVERY = 30.0  # seconds between "still waiting" messages
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+# ----------------------------------------------------------------------------------------------
+# what may be used
+
+
+def visible_devices(env: Mapping[str, str] | None = None) -> list[str]:
+    """The ids of the devices this process may use, as ``CUDA_VISIBLE_DEVICES`` names them.
+
+    The ids are indices or ``GPU-…``/``MIG-…`` UUIDs; they name the lock files and are written back
+    by :meth:`DeviceLease.apply`. An empty value or ``-1`` means no device (CUDA also ignores
+    everything after the first negative index). Unset means every device torch counts (via NVML,
+    which does not initialise CUDA).
+    """
+    env = os.environ if env is None else env
+    raw = env.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    ids: list[str] = []
+    for token in (t.strip() for t in raw.split(",")):
+        if not token:
+            continue
+        if re.fullmatch(r"-\d+", token):
+            break
+        if token not in ids:  # a repeated id would make a lease wait for itself
+            ids.append(token)
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------
+# leases
+
+
+class DeviceLease:
+    """Devices this process holds a lock on; a context manager that releases them on exit.
+
+    The locks are plain file descriptors (not file objects), so dropping the lease without closing
+    it keeps the devices until the process ends rather than until the garbage collector runs.
+    """
+
+    def __init__(self, devices: list[str], fds: list[int]) -> None:
+        self.devices = list(devices)
+        self._fds = list(fds)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "held"
+        return f"DeviceLease(devices={self.devices!r}, {state})"
+
+    def __enter__(self) -> DeviceLease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self._fds
+
+    def close(self) -> None:
+        """Release the devices. Unlocks explicitly: forked children (DataLoader workers) share the
+        open file, and merely closing our descriptor would leave the lock held while they live."""
+        _release(self._fds)
+        self._fds = []
+
+    def torch_devices(self) -> list[torch.device]:
+        """The leased devices as torch sees them *after* :meth:`apply`: ``cuda:0`` … ``cuda:n-1``."""
+        import torch
+
+        return [torch.device(f"cuda:{k}") for k in range(len(self.devices))]
+
+    def apply(self, env: MutableMapping[str, str] | None = None) -> None:
+        """Narrow ``CUDA_VISIBLE_DEVICES`` in ``env`` (default: this process) to the leased devices.
+
+        CUDA reads the variable once, when it initialises; changing it afterwards would silently
+        leave the process on the devices it already sees, so that is refused.
+        """
+        own = env is None or env is os.environ
+        env = os.environ if env is None else env
+        value = ",".join(self.devices)
+        if own and env.get("CUDA_VISIBLE_DEVICES") != value:
+            import torch
+
+            if torch.cuda.is_initialized():
+                raise RuntimeError(
+                    f"cannot switch this process to GPU(s) {value}: CUDA is already initialised and "
+                    "reads CUDA_VISIBLE_DEVICES only once; call select_device()/apply() before any "
+                    "CUDA work (tensor.cuda(), torch.cuda.* calls, model.to('cuda'))"
+                )
+        env["CUDA_VISIBLE_DEVICES"] = value
+
+
+def default_lock_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$MEDFLOW_GPU_LOCK_DIR``, else a per-user folder in /tmp (local to the machine, like its GPUs)."""
+    env = os.environ if env is None else env
+    configured = env.get(LOCK_DIR_ENV)
+    return Path(configured) if configured else Path(f"/tmp/medflow-gpu-locks-{os.getuid()}")
+
+
+def lock_path(lock_dir: str | Path, device: str) -> Path:
+    """One lock file per device id; UUID/MIG ids may hold ``/`` and ``:``, which are replaced."""
+    return Path(lock_dir) / f"gpu-{re.sub(r'[^A-Za-z0-9._-]', '_', device)}.lock"
+
+
+def acquire_devices(
+    n: int,
+    *,
+    lock_dir: str | Path | None = None,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    env: Mapping[str, str] | None = None,
+) -> DeviceLease:
+    """Lock ``n`` distinct visible devices, waiting until that many are free.
+
+    All-or-nothing: when fewer than ``n`` are free, whatever was taken is released before waiting,
+    so two multi-GPU jobs can never hold half each and wait on one another forever. Devices are
+    tried in a rotating order that starts at the PID, so concurrent jobs spread over the devices.
+    ``timeout`` (seconds, ``None`` = wait forever) raises :class:`TimeoutError` naming the holders.
+    """
+    env = os.environ if env is None else env
+    devices = visible_devices(env)
+    if n < 1:
+        raise ValueError(f"a lease needs at least one device, got n={n}")
+    if n > len(devices):
+        raise ValueError(
+            f"{n} GPU(s) requested but {len(devices)} visible "
+            f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})"
+        )
+    directory = _ensure_lock_dir(lock_dir, env)
+    start = time.monotonic()
+    last_log = -float("inf")
+    while True:
+        fds, taken, busy = _try_lock(_rotated(devices, os.getpid()), n, directory)
+        if len(fds) == n:
+            log.info("leased GPU(s) %s (locks in %s)", ",".join(taken), directory)
+            return DeviceLease(taken, fds)
+        _release(fds)
+        now = time.monotonic()
+        if timeout is not None and now - start >= timeout:
+            raise TimeoutError(
+                f"no {n} free GPU(s) within {timeout:g} s; busy: {_describe(busy, directory)}"
+            )
+        if now - last_log >= BUSY_LOG_EVERY:
+            log.info("waiting for %d free GPU(s); busy: %s", n, _describe(busy, directory))
+            last_log = now
+        time.sleep(poll if timeout is None else max(0.0, min(poll, timeout - (now - start))))
+
+
+def _ensure_lock_dir(lock_dir: str | Path | None, env: Mapping[str, str]) -> Path:
+    directory = Path(lock_dir) if lock_dir is not None else default_lock_dir(env)
+    # the per-user default stays private; a configured folder may be shared by a team on purpose
+    mode = 0o700 if lock_dir is None and not env.get(LOCK_DIR_ENV) else 0o777
+    directory.mkdir(parents=True, exist_ok=True, mode=mode)
+    return directory
+
+
+def _rotated(devices: list[str], pid: int) -> list[str]:
+    """Start at ``pid % len`` (Python's hash of an int is the int): consecutive PIDs, as jobs
+    started together tend to get, begin on different devices and rarely collide."""
+    k = pid % len(devices)
+    return devices[k:] + devices[:k]
+
+
+def _try_lock(order: list[str], n: int, directory: Path) -> tuple[list[int], list[str], list[str]]:
+    """Take free devices in ``order`` until ``n`` are held: (descriptors, devices, busy devices)."""
+    fds: list[int] = []
+    taken: list[str] = []
+    busy: list[str] = []
+    for device in order:
+        if len(fds) == n:
+            break
+        fd = os.open(lock_path(directory, device), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            busy.append(device)
+            continue
+        _write_holder(fd)
+        fds.append(fd)
+        taken.append(device)
+    return fds, taken, busy
+
+
+def _write_holder(fd: int) -> None:
+    """Record who holds the lock, for the "busy" messages of jobs that wait on it."""
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"  # written a moment after locking; may be mid-write
+
+
+def _describe(busy: list[str], directory: Path) -> str:
+    if not busy:
+        return "none (devices freed while checking)"
+    return ", ".join(f"{d} ({_read_holder(lock_path(directory, d))})" for d in busy)
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# the entry point for training scripts
+
+
+def select_device(
+    gpus: int,
+    *,
+    lock_dir: str | Path | None = None,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    env: MutableMapping[str, str] | None = None,
+) -> tuple[torch.device, DeviceLease | None]:
+    """The device a job trains on: lease ``gpus`` devices and return ``cuda:0``, or the CPU.
+
+    Call it first thing, before anything touches CUDA. Keep the returned lease for the whole job
+    (or just let the process end; the locks go with it). ``MEDFLOW_DEVICE=cpu`` forces the CPU,
+    ``cuda`` fails instead of falling back when no GPU is visible, ``auto`` (default) decides.
+    """
+    import torch
+
+    env = os.environ if env is None else env
+    choice = env.get(DEVICE_ENV, "auto").strip().lower() or "auto"
+    if choice not in DEVICE_CHOICES:
+        raise ValueError(f"{DEVICE_ENV}={choice!r}; expected one of {', '.join(DEVICE_CHOICES)}")
+    if choice == "cpu" or gpus == 0:
+        reason = f"{DEVICE_ENV}=cpu" if choice == "cpu" else "the rule asks for no GPU"
+        log.info("training on the CPU (%s)", reason)
+        return torch.device("cpu"), None
+    if not visible_devices(env):
+        message = (
+            f"{gpus} GPU(s) requested but none visible "
+            f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})"
+        )
+        if choice == "cuda":
+            raise RuntimeError(f"{message} and {DEVICE_ENV}=cuda")
+        log.warning("%s; training on the CPU", message)
+        return torch.device("cpu"), None
+    lease = acquire_devices(gpus, lock_dir=lock_dir, timeout=timeout, poll=poll, env=env)
+    try:
+        lease.apply(env)
+        if env is os.environ and not torch.cuda.is_available():
+            raise RuntimeError(f"leased GPU(s) {','.join(lease.devices)} but CUDA cannot use them")
+    except BaseException:
+        lease.close()
+        raise
+    return lease.torch_devices()[0], lease
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU threads
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, which cgroups and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_from(snakemake_threads: int) -> int:
+    """The thread count to use for a rule's ``threads:``: at least 1, at most the cores we may use.
+
+    Snakemake reserves ``threads`` cores for the job; staying within them is what lets two CPU
+    trainings with ``threads: 2`` run side by side without fighting over cores.
+    """
+    return max(1, min(int(snakemake_threads), available_cores()))
+
+
+def set_threads(n: int, env: MutableMapping[str, str] | None = None) -> None:
+    """Use ``n`` threads in torch and tell child processes (OpenMP/MKL read these at start)."""
+    import torch
+
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    env = os.environ if env is None else env
+    for name in THREAD_ENV_VARS:
+        env[name] = str(n)

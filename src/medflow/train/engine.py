@@ -1,0 +1,446 @@
+"""The training engine shared by every neural stage.
+
+Built on torch's own facilities — ``torch.amp`` (autocast + GradScaler), ``torch.save`` checkpoints,
+``DistributedDataParallel`` — rather than a framework: they are what any of those frameworks wraps,
+they add no dependency that has to agree with our pinned torch, and the checkpoint stays a plain
+dict a user can open.
+
+What a run leaves in ``out_dir``:
+
+- ``history.csv`` — one row per epoch: train/val loss, val AUC, learning rate, seconds, data wait;
+- ``tensorboard/`` — the same curves as TensorBoard event files;
+- ``model.pt`` — the weights of the best epoch (on the *validation* split only) plus metadata,
+  written atomically when training ends, so its presence means the run finished;
+- ``checkpoint/last.pt`` and ``checkpoint/best.pt`` while training runs: the last epoch's model,
+  optimizer, scheduler, scaler and RNG states, and the best weights so far. A rerun after a crash
+  resumes from them (when the fingerprint of model and config matches); they are removed once
+  ``model.pt`` is written. They are deliberately not Snakemake outputs: Snakemake deletes a job's
+  outputs before running it again, which would throw the progress away.
+
+Reproducibility: each epoch reseeds torch's global RNG and the loaders from (seed, epoch), so
+epoch k computes the same thing whether or not the run was interrupted before it; on the CPU two
+runs give identical weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from medflow.data.loader import epoch_seed, set_epoch
+from medflow.io.atomic import atomic_path
+from medflow.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds", "data_wait_share", "images_per_second",
+)  # fmt: skip
+
+
+@dataclass
+class StepOutput:
+    """What one batch gives the engine: the loss to minimise and, for validation metrics, the
+    per-sample scores (logits) and targets (NaN targets are ignored)."""
+
+    loss: torch.Tensor
+    scores: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    count: int = 0
+
+
+StepFn = Callable[[nn.Module, dict[str, Any], torch.device], StepOutput]
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def bce_step(pos_weight: float | None = None) -> StepFn:
+    """Binary cross-entropy on the first logit against ``batch['y']``; samples with NaN labels are skipped."""
+
+    def step(model: nn.Module, batch: dict[str, Any], device: torch.device) -> StepOutput:
+        logits = model(batch["x"]).float()[:, 0]
+        y = batch["y"].float()
+        known = ~torch.isnan(y)
+        weight = None if pos_weight is None else torch.tensor(pos_weight, device=logits.device)
+        if known.any():
+            loss = nn.functional.binary_cross_entropy_with_logits(logits[known], y[known], pos_weight=weight)
+        else:
+            loss = logits.sum() * 0.0
+        return StepOutput(loss, logits.detach(), y, int(known.sum()))
+
+    return step
+
+
+def auto_pos_weight(labels: Iterable[float]) -> float | None:
+    """n_negative / n_positive of the training labels (None when a class is absent)."""
+    y = np.asarray([v for v in labels if not math.isnan(float(v))], dtype=float)
+    positives = float((y == 1).sum())
+    negatives = float((y == 0).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    return negatives / positives
+
+
+def roc_auc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC ignoring NaN targets; NaN when the targets hold a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    known = ~np.isnan(targets)
+    targets, scores = targets[known], scores[known]
+    if len(np.unique(targets)) < 2:
+        return float("nan")
+    return float(roc_auc_score(targets, scores))
+
+
+def autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
+    """The autocast dtype for ``device``: none on CPU, bf16 where the GPU has it, else fp16."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    if cfg.schedule == "plateau":
+        mode = "max" if cfg.monitor == "val_auc" else "min"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=cfg.gamma, patience=cfg.plateau_patience
+        )
+    return None
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metric: float
+    monitor: str
+    history: pd.DataFrame
+    resumed_from: int = 0  # epochs already done when this run started
+    epochs_run: list[int] = field(default_factory=list)
+
+
+class Trainer:
+    """Fit ``model`` with ``step`` on the training loader; select and stop on the validation loader.
+
+    ``fingerprint`` identifies what is being trained (model, data, config): a checkpoint with
+    another fingerprint is never resumed. ``rank``/``world_size`` > 1 run one replica of a
+    DistributedDataParallel job; only rank 0 writes files.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        device: torch.device,
+        step: StepFn,
+        fingerprint: str,
+        metadata: dict[str, Any] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.step = step
+        self.fingerprint = fingerprint
+        self.metadata = dict(metadata or {})
+        self.rank, self.world_size = rank, world_size
+        self.progress = progress and rank == 0
+        self.amp_dtype = autocast_dtype(device, cfg.amp)
+        self.channels_last = device.type == "cuda"
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.replica = model
+        if world_size > 1:
+            self.replica = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.optimizer = build_optimizer(model.parameters(), cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    # --------------------------------------------------------------------------------- paths
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / "model.pt"
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    # ---------------------------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self, state: dict[str, Any], best_state: dict[str, Any] | None) -> None:
+        if self.rank != 0:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if best_state is not None:
+            with atomic_path(self.checkpoint_dir / "best.pt") as tmp:
+                torch.save(best_state, tmp)
+        with atomic_path(self.checkpoint_dir / "last.pt") as tmp:
+            torch.save(state, tmp)
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.checkpoint_dir / "last.pt"
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a checkpoint that cannot be read is not worth failing over
+            log.warning("cannot read checkpoint %s (%s): training starts over", path, exc)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("checkpoint %s was made for another model/config: training starts over", path)
+            return None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        return state
+
+    # ------------------------------------------------------------------------------- the loop
+
+    def fit(self, train_loader: Any, val_loader: Any) -> FitResult:
+        cfg = self.cfg
+        state = self._load_checkpoint()
+        start = 0
+        history: list[dict[str, Any]] = []
+        best_metric, best_epoch, bad_epochs = -math.inf, -1, 0
+        monitor = cfg.monitor
+        if state is not None:
+            start = int(state["epoch"]) + 1
+            history = list(state["history"])
+            best_metric, best_epoch = float(state["best_metric"]), int(state["best_epoch"])
+            bad_epochs, monitor = int(state["bad_epochs"]), state["monitor"]
+            log.info("resuming from the checkpoint of epoch %d (best %s %.4f at epoch %d)",
+                     start - 1, monitor, self._shown(best_metric, monitor), best_epoch)
+        writer = self._writer(purge_step=start)
+        done_early = bool(state is not None and state.get("stopped"))
+        epochs_run: list[int] = []
+        try:
+            for epoch in range(start, cfg.epochs):
+                if done_early:
+                    break
+                seed_everything(epoch_seed(cfg.seed, epoch))
+                set_epoch(train_loader, epoch)
+                train = self._train_epoch(train_loader, epoch)
+                val_loss, val_auc = self._validate(val_loader)
+                if epoch == 0 and monitor == "val_auc" and math.isnan(val_auc):
+                    log.warning("the validation split holds a single class: AUC is undefined, "
+                                "so the best epoch is chosen on validation loss instead")
+                    monitor = "val_loss"
+                metric = val_auc if monitor == "val_auc" else -val_loss
+                lr = self.optimizer.param_groups[0]["lr"]
+                self._schedule(metric)
+                row = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val_loss, "val_auc": val_auc,
+                       "lr": lr, "seconds": train["seconds"], "data_wait_share": train["wait_share"],
+                       "images_per_second": train["rate"]}
+                history.append(row)
+                self._log_epoch(writer, row)
+                improved = not math.isnan(metric) and metric > best_metric
+                best_state = None
+                if improved:
+                    best_metric, best_epoch, bad_epochs = metric, epoch, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    bad_epochs += 1
+                stop = bool(cfg.early_stopping) and bad_epochs >= cfg.early_stopping
+                self._save_checkpoint(
+                    {"epoch": epoch, "fingerprint": self.fingerprint, "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(),
+                     "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                     "scaler": self.scaler.state_dict(), "history": history, "best_metric": best_metric,
+                     "best_epoch": best_epoch, "bad_epochs": bad_epochs, "monitor": monitor, "stopped": stop},
+                    best_state,
+                )
+                epochs_run.append(epoch)
+                if stop:
+                    log.info("early stopping after epoch %d: no better %s for %d epochs", epoch, monitor, bad_epochs)
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+        frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+        if self.rank == 0:
+            self._finish(frame, best_epoch, best_metric, monitor)
+        return FitResult(best_epoch, self._shown(best_metric, monitor), monitor, frame, start, epochs_run)
+
+    @staticmethod
+    def _shown(metric: float, monitor: str) -> float:
+        return -metric if monitor == "val_loss" else metric
+
+    def _schedule(self, metric: float) -> None:
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if not math.isnan(metric):
+                self.scheduler.step(metric if self.scheduler.mode == "max" else -metric)
+        else:
+            self.scheduler.step()
+
+    def _train_epoch(self, loader: Any, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        self.replica.train()
+        total = cfg.max_steps or len(loader)
+        bar = tqdm(total=min(total, len(loader)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   leave=False, mininterval=1.0, disable=not self.progress)
+        loss_sum = torch.zeros((), device=self.device)
+        count, images, wait = 0, 0, 0.0
+        t_start = t_ready = time.perf_counter()
+        for i, batch in enumerate(loader):
+            wait += time.perf_counter() - t_ready
+            batch = to_device(batch, self.device, self.channels_last)
+            with self._autocast():
+                out = self.step(self.replica, batch, self.device)
+            self.scaler.scale(out.loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            n = out.count or len(next(iter(v for v in batch.values() if isinstance(v, torch.Tensor))))
+            loss_sum += out.loss.detach().float() * n
+            count += n
+            images += len(batch["x"]) if "x" in batch else n
+            bar.update(1)
+            t_ready = time.perf_counter()
+            if cfg.max_steps and i + 1 >= cfg.max_steps:
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t_start
+        bar.close()
+        return {
+            "loss": float(loss_sum.item() / max(count, 1)),
+            "seconds": seconds,
+            "wait_share": wait / seconds if seconds > 0 else 0.0,
+            "rate": images * self.world_size / seconds if seconds > 0 else 0.0,
+        }
+
+    @torch.inference_mode()
+    def _validate(self, loader: Any) -> tuple[float, float]:
+        if loader is None or len(loader) == 0:
+            return float("nan"), float("nan")
+        self.model.eval()
+        loss_sum, count = 0.0, 0
+        scores: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        for batch in loader:
+            batch = to_device(batch, self.device, self.channels_last)
+            with self._autocast():
+                out = self.step(self.model, batch, self.device)
+            n = out.count or len(batch["x"])
+            loss_sum += float(out.loss.float()) * n
+            count += n
+            if out.scores is not None and out.targets is not None:
+                scores.append(out.scores.float().cpu().numpy())
+                targets.append(out.targets.float().cpu().numpy())
+        auc = roc_auc(np.concatenate(targets), np.concatenate(scores)) if scores else float("nan")
+        return loss_sum / max(count, 1), auc
+
+    def _writer(self, purge_step: int) -> Any:
+        if self.rank != 0:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"), purge_step=purge_step)
+
+    def _log_epoch(self, writer: Any, row: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        log.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f, lr %.2e, %.1f s (%.0f images/s, data wait %.0f %%)",
+            row["epoch"], row["train_loss"], row["val_loss"], row["val_auc"], row["lr"], row["seconds"],
+            row["images_per_second"], 100 * row["data_wait_share"],
+        )
+        if writer is not None:
+            for key in ("train_loss", "val_loss", "val_auc", "lr", "data_wait_share", "images_per_second"):
+                if not (isinstance(row[key], float) and math.isnan(row[key])):
+                    writer.add_scalar(key, row[key], row["epoch"])
+            writer.flush()
+
+    def _finish(self, history: pd.DataFrame, best_epoch: int, best_metric: float, monitor: str) -> None:
+        """model.pt (best weights + metadata) and history.csv, atomically; then drop the checkpoint."""
+        best_path = self.checkpoint_dir / "best.pt"
+        if best_path.is_file():
+            weights = torch.load(best_path, map_location="cpu", weights_only=True)
+        else:  # no epoch improved on a defined metric: keep the last weights, and say so
+            log.warning("no epoch had a defined %s: model.pt holds the last epoch's weights", monitor)
+            weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        payload = {
+            "state_dict": weights,
+            "best_epoch": best_epoch,
+            "best_metric": self._shown(best_metric, monitor),
+            "monitor": monitor,
+            "train": self.cfg.as_dict(),
+            "fingerprint": self.fingerprint,
+            **self.metadata,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out_dir / "history.csv") as tmp:
+            history.to_csv(tmp, index=False)
+        with atomic_path(self.model_path) as tmp:
+            torch.save(payload, tmp)
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        log.info("best epoch %d (%s %.4f); wrote %s", best_epoch, monitor, self._shown(best_metric, monitor),
+                 self.model_path)

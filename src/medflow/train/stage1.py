@@ -1,0 +1,369 @@
+"""Stage 1: one image network of a study, trained on its ingest file and its splits.
+
+Three jobs share this module (each a Snakemake rule, so a change reruns only what it touches):
+
+- ``pretrain`` — contrastive pre-training of the encoder (SimCLR NT-Xent, or SupCon with labels)
+  on the *training* split, its loss watched on the validation split;
+- ``train`` — the supervised network (for a pre-trained encoder: the encoder frozen, BatchNorm
+  included, and a classifier head on top); with ``fold`` = k it trains on the training folds ≠ k
+  and selects on fold k;
+- ``features`` — the trained encoder's feature vectors of every ingested sample.
+
+Samples are joined by ``sample_id`` (ingest file ↔ splits ↔ manifest labels); samples the ingest
+left out (problems.csv) are logged and absent. Validation and test samples are never in a
+training loader: :func:`partition` is the one place that decides who trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from medflow.config import fingerprint, spec_for
+from medflow.data import H5Samples, H5Slices, Intensity, TwoViews, build_augment, make_loader
+from medflow.data.samplers import BalancedSampler
+from medflow.features import feature_vectors, probabilities, run_inference, write_features
+from medflow.io.atomic import atomic_path
+from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
+from medflow.stages import STAGE_VERSIONS
+from medflow.train.config import TrainConfig
+from medflow.train.engine import StepOutput, Trainer, auto_pos_weight, bce_step
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("sample_id", "patient_id", "split", "center", "task", "y_true", "y_prob")
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class Stage1Data:
+    """The ingest file of one modality and, per ingested sample, its split, fold and label."""
+
+    path: Path
+    kind: str
+    channels: int
+    has_mask: bool
+    window: tuple[float, float] | None
+    table: pd.DataFrame  # sample_id, patient_id, center, split, fold, y — in ingest-file order
+    slice_task: str | None  # slice stacks: the name of the per-slice label
+
+
+def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: str | Path, label: str) -> Stage1Data:
+    ingest_path = Path(ingest_path)
+    with h5py.File(ingest_path, "r") as f:
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["sample_id"][:]]
+        kind = str(f.attrs["kind"])
+        channels = int(f.attrs.get("channels", 1))
+        has_mask = "masks" in f
+        window = tuple(float(v) for v in f.attrs["window"]) if "window" in f.attrs else None
+        slice_task = str(f["slice_label"].attrs.get("label", "slice_label")) if "slice_label" in f else None
+    splits = pd.read_csv(splits_path, dtype={"sample_id": str, "patient_id": str, "center": str})
+    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
+    if label not in manifest.columns:
+        raise ValueError(f"label {label!r} is not a column of {manifest_path}")
+    labels = manifest[["sample_id", label]].rename(columns={label: "y"})
+    labels["y"] = labels["y"].astype("float64")
+    table = pd.DataFrame({"sample_id": ids}).merge(splits, on="sample_id", how="left", validate="one_to_one")
+    unsplit = table["split"].isna()
+    if unsplit.any():
+        raise ValueError(
+            f"{int(unsplit.sum())} sample(s) of {ingest_path} are not in {splits_path} "
+            f"(e.g. {', '.join(table.loc[unsplit, 'sample_id'][:3])}): rerun the split stage"
+        )
+    table = table.merge(labels, on="sample_id", how="left", validate="one_to_one")
+    left_out = sorted(set(splits["sample_id"]) - set(ids))
+    if left_out:
+        log.warning("%d sample(s) of the splits were left out by ingest (see its problems.csv), e.g. %s",
+                    len(left_out), ", ".join(left_out[:5]))
+    return Stage1Data(ingest_path, kind, channels, has_mask, window, table, slice_task)
+
+
+def partition(table: pd.DataFrame, fold: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows). Without folds: the train and val splits. With fold k:
+    the training split's folds ≠ k, and fold k. Test and external samples are never returned."""
+    if fold is None:
+        return table[table["split"] == "train"], table[table["split"] == "val"]
+    train = table[table["split"] == "train"]
+    if not (train["fold"] == fold).any():
+        raise ValueError(f"fold {fold} has no training samples (folds present: {sorted(train['fold'].unique())})")
+    return train[train["fold"] != fold], train[train["fold"] == fold]
+
+
+def in_channels(data: Stage1Data, spec: dict[str, Any]) -> int:
+    if data.kind == "volume":
+        return 1 + int(data.has_mask and spec.get("mask", True))
+    return data.channels if data.kind == "image" else 1
+
+
+def make_dataset(data: Stage1Data, rows: pd.DataFrame, spec: dict[str, Any], *, augment: bool) -> Any:
+    ndim = 3 if data.kind == "volume" else 2
+    with_mask = data.kind == "volume" and data.has_mask and spec.get("mask", True)
+    transform = build_augment(spec.get("augment") or {}, ndim, mask_channel=1 if with_mask else None) if augment else None
+    intensity = Intensity.from_config(spec.get("intensity", "auto"), data.window)
+    ids = rows["sample_id"].tolist()
+    if data.kind == "slices":
+        return H5Slices(data.path, ids, None, intensity=intensity, augment=transform)
+    return H5Samples(data.path, ids, rows["y"].tolist(), intensity=intensity, augment=transform, with_mask=with_mask)
+
+
+def item_labels(dataset: Any, rows: pd.DataFrame) -> np.ndarray:
+    """The label of every item: per slice for slice stacks, else per sample."""
+    if isinstance(dataset, H5Slices):
+        return np.asarray(dataset.slice_labels, dtype=float)
+    return rows["y"].to_numpy(dtype=float)
+
+
+# ----------------------------------------------------------------------------------------- models
+
+
+class Contrastive(nn.Module):
+    """Encoder + SimCLR projection head (2048 → 512 → 128); the head is dropped after pre-training."""
+
+    def __init__(self, backbone: Classifier) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = ProjectionHead(backbone.feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.backbone.features(x))
+
+
+def contrastive_step(method: str, temperature: float):  # type: ignore[no-untyped-def]
+    def step(model: nn.Module, batch: dict[str, Any], device: torch.device) -> StepOutput:
+        z1, z2 = model(batch["x1"]).float(), model(batch["x2"]).float()
+        if method == "supcon":
+            y = batch["y"]
+            loss = supcon_loss(torch.cat([z1, z2]), torch.cat([y, y]), temperature)
+        else:
+            loss = nt_xent_loss(z1, z2, temperature)
+        return StepOutput(loss, count=len(z1))
+
+    return step
+
+
+def frozen_encoder_step(pos_weight: float | None):  # type: ignore[no-untyped-def]
+    """BCE on the head alone: the encoder runs in eval mode (BatchNorm statistics frozen) without grad."""
+    bce = bce_step(pos_weight)
+
+    def step(model: nn.Module, batch: dict[str, Any], device: torch.device) -> StepOutput:
+        model.encoder.eval()
+        return bce(_HeadOnly(model), batch, device)
+
+    return step
+
+
+class _HeadOnly(nn.Module):
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.model.features(x)
+        return self.model.head(features)
+
+
+def build_network(data: Stage1Data, spec: dict[str, Any], encoder: str | Path | None = None) -> Classifier:
+    model = build_model(spec["model"], in_channels=in_channels(data, spec), num_outputs=1)
+    if spec.get("weights"):
+        load_weights(model, spec["weights"])
+    if encoder is not None:
+        state = torch.load(encoder, map_location="cpu", weights_only=False)["state_dict"]
+        backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.encoder.")}
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+        if unexpected or any(k.startswith("encoder.") for k in missing):
+            raise ValueError(f"encoder {encoder} does not fit {spec['model']}: unexpected {unexpected[:3]}, "
+                             f"missing {[k for k in missing if k.startswith('encoder.')][:3]}")
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def load_trained(data: Stage1Data, spec: dict[str, Any], model_path: str | Path) -> Classifier:
+    model = build_model(spec["model"], in_channels=in_channels(data, spec), num_outputs=1)
+    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=False)["state_dict"])
+    return model
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+
+def _sha(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _data_key(data: Stage1Data, splits_path: str | Path) -> list[str]:
+    with h5py.File(data.path, "r") as f:
+        source = str(f.attrs.get("source_hash", ""))
+    return [_sha(splits_path), source, str(data.path.stat().st_size)]
+
+
+def train(
+    job: str,
+    spec: dict[str, Any],
+    *,
+    label: str,
+    ingest_path: str | Path,
+    splits_path: str | Path,
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    device: torch.device,
+    fold: int | None = None,
+    encoder: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the ``pretrain`` or ``train`` job of one stage-1 model; return ``out_dir/model.pt``.
+
+    ``train`` also writes ``predictions.csv`` of every ingested sample (all splits), and for
+    slice stacks ``slice_predictions.csv``.
+    """
+    out_dir = Path(out_dir)
+    data = load_data(ingest_path, splits_path, manifest_path, label)
+    train_rows, val_rows = partition(data.table, fold)
+    key = "pretrain_train" if job == "pretrain" else "train"
+    cfg = TrainConfig.from_mapping(spec.get(key))
+    log.info("%s %s on %s: %d training and %d validation samples (fold %s), device %s",
+             job, spec["model"], data.path.name, len(train_rows), len(val_rows), fold, device)
+    if len(train_rows) == 0:
+        raise ValueError(f"no training samples for {data.path.name} (fold {fold})")
+
+    train_set = make_dataset(data, train_rows, spec, augment=True)
+    val_set = make_dataset(data, val_rows, spec, augment=job == "pretrain")
+    labels = item_labels(train_set, train_rows)
+    if job == "pretrain":
+        augment = build_augment(spec.get("augment") or {}, 3 if data.kind == "volume" else 2)
+        train_set = TwoViews(make_dataset(data, train_rows, spec, augment=False), augment)
+        val_set = TwoViews(make_dataset(data, val_rows, spec, augment=False), augment)
+        model: nn.Module = Contrastive(build_network(data, spec))
+        step = contrastive_step(spec["pretrain"], float(spec.get("temperature", 0.5)))
+        if cfg.monitor == "val_auc":
+            cfg.monitor = "val_loss"  # a contrastive loss has no AUC
+    else:
+        pos_weight = auto_pos_weight(labels) if cfg.pos_weight == "auto" else cfg.pos_weight
+        model = build_network(data, spec, encoder)
+        step = frozen_encoder_step(pos_weight) if encoder is not None else bce_step(pos_weight)
+
+    sampler = None
+    if spec.get("sampler") == "balanced" and job != "pretrain":
+        sampler = BalancedSampler(labels, seed=cfg.seed)
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, seed=cfg.seed,
+                               workers=cfg.workers, sampler=sampler, drop_last=len(train_set) > cfg.batch_size,
+                               pin_memory=pin)
+    val_loader = make_loader(val_set, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
+                             workers=cfg.workers, pin_memory=pin)
+    print_key = fingerprint({"job": job, "spec": spec_for(job, spec), "label": label, "fold": fold,
+                             "data": _data_key(data, splits_path), "stage": STAGE_VERSIONS["stage1"],
+                             "encoder": _sha(encoder) if encoder else None})
+    metadata = {"model_name": spec["model"], "in_channels": in_channels(data, spec), "job": job, "fold": fold,
+                "label": label, "modality": spec["modality"]}
+    trainer = Trainer(model, cfg, out_dir, device=device, step=step, fingerprint=print_key, metadata=metadata,
+                      progress=progress)
+    trainer.fit(train_loader, val_loader)
+    if job == "train":
+        predict(data, spec, trainer.model_path, out_dir, label=label, device=device, batch_size=cfg.batch_size,
+                progress=progress)
+    return trainer.model_path
+
+
+def _inference_loader(data: Stage1Data, spec: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
+    dataset = make_dataset(data, data.table, spec, augment=False)
+    loader = make_loader(dataset, batch_size=batch_size * 2, shuffle=False, seed=0, workers=0)
+    return dataset, loader
+
+
+def predict(
+    data: Stage1Data, spec: dict[str, Any], model_path: Path, out_dir: Path, *, label: str,
+    device: torch.device, batch_size: int, progress: bool = True,
+) -> Path:
+    """predictions.csv (one row per ingested sample, every split); slice stacks: the study score is
+    the highest slice probability, and slice_predictions.csv holds every slice."""
+    model = load_trained(data, spec, model_path).to(device)
+    dataset, loader = _inference_loader(data, spec, batch_size)
+    probs = run_inference(model, loader, device, probabilities, desc="predict", progress=progress)
+    table = data.table
+    if isinstance(dataset, H5Slices):
+        sample = np.asarray(dataset.slice_sample)
+        slices = pd.DataFrame({"sample_id": table["sample_id"].to_numpy()[sample],
+                               "slice": _slice_index(sample), "task": data.slice_task,
+                               "y_true": np.asarray(dataset.slice_labels, dtype=float), "y_prob": probs})
+        with atomic_path(out_dir / "slice_predictions.csv") as tmp:
+            slices.to_csv(tmp, index=False)
+        study_prob = pd.Series(probs).groupby(sample).max()
+        probs = study_prob.reindex(range(len(table))).to_numpy()
+    frame = table.assign(task=label, y_true=table["y"], y_prob=probs)[list(PREDICTION_COLUMNS)]
+    path = out_dir / "predictions.csv"
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def _slice_index(sample: np.ndarray) -> np.ndarray:
+    """0, 1, 2, … within each sample's run of slices."""
+    starts = np.r_[0, np.flatnonzero(np.diff(sample)) + 1]
+    index = np.arange(len(sample))
+    return index - np.repeat(starts, np.diff(np.r_[starts, len(sample)]))
+
+
+def extract(
+    spec: dict[str, Any], *, label: str, ingest_path: str | Path, splits_path: str | Path,
+    manifest_path: str | Path, model_path: str | Path, out_path: str | Path, device: torch.device,
+    batch_size: int = 32, progress: bool = True,
+) -> Path:
+    """The features file of one trained model: every ingested sample (every slice for slice stacks)."""
+    data = load_data(ingest_path, splits_path, manifest_path, label)
+    model = load_trained(data, spec, model_path).to(device)
+    dataset, loader = _inference_loader(data, spec, batch_size)
+    features = run_inference(model, loader, device, feature_vectors, desc="features", progress=progress)
+    offsets = None
+    if isinstance(dataset, H5Slices):
+        counts = np.bincount(np.asarray(dataset.slice_sample), minlength=len(data.table))
+        offsets = np.r_[0, np.cumsum(counts)]
+    write_features(out_path, data.table["sample_id"].tolist(), features, offsets=offsets,
+                   attrs={"model": spec["model"], "modality": spec["modality"], "source": str(model_path)})
+    return Path(out_path)
+
+
+def fold_ensemble(fold_predictions: dict[int, str | Path], splits_path: str | Path, out_path: str | Path) -> Path:
+    """One predictions.csv from k fold models: a training-split sample is scored by the model whose
+    validation fold it was (out of fold, so its split reads ``val``); every other sample by the
+    mean probability of all fold models (the fold ensemble)."""
+    frames = []
+    for fold, path in sorted(fold_predictions.items()):
+        frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str, "center": str})
+        frames.append(frame.assign(model_fold=int(fold)))
+    every = pd.concat(frames, ignore_index=True)
+    folds = pd.read_csv(splits_path, dtype={"sample_id": str})[["sample_id", "fold"]]
+    every = every.merge(folds, on="sample_id", how="left", validate="many_to_one")
+    in_cv = every["split"] == "train"
+    out_of_fold = every[in_cv & (every["fold"] == every["model_fold"])].assign(split="val")
+    ensemble = (
+        every[~in_cv]
+        .groupby(["sample_id", "patient_id", "split", "center", "task"], sort=False, dropna=False)
+        .agg(y_true=("y_true", "first"), y_prob=("y_prob", "mean"), models=("model_fold", "nunique"))
+        .reset_index()
+    )
+    if len(ensemble) and (ensemble["models"] != len(fold_predictions)).any():
+        raise ValueError("the fold models did not all score the same samples")
+    missing = set(every.loc[in_cv, "sample_id"]) - set(out_of_fold["sample_id"])
+    if missing:
+        raise ValueError(f"{len(missing)} training sample(s) have no out-of-fold prediction, e.g. {sorted(missing)[:3]}")
+    frame = pd.concat([out_of_fold, ensemble], ignore_index=True)[list(PREDICTION_COLUMNS)]
+    with atomic_path(out_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(out_path)

@@ -1,0 +1,235 @@
+"""GPU leases: distinct devices for concurrent jobs, waiting, no stale locks; CPU fallbacks; threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medflow.train import devices
+from medflow.train.devices import (
+    DeviceLease,
+    acquire_devices,
+    available_cores,
+    default_lock_dir,
+    lock_path,
+    select_device,
+    set_threads,
+    threads_from,
+    visible_devices,
+)
+
+# A job in miniature: lease one device, report it, hold it until told to stop.
+HOLDER = """
+import os, sys, time
+from pathlib import Path
+from medflow.train.devices import acquire_devices
+lock_dir, visible, out, release = sys.argv[1:5]
+lease = acquire_devices(1, lock_dir=lock_dir, poll=0.05, env={"CUDA_VISIBLE_DEVICES": visible})
+Path(out + ".tmp").write_text(",".join(lease.devices))
+os.replace(out + ".tmp", out)
+while not Path(release).exists():
+    time.sleep(0.02)
+lease.close()
+"""
+
+
+class Holder:
+    """A subprocess that holds a lease on one of ``visible`` until :meth:`release`."""
+
+    def __init__(self, tmp: Path, name: str, lock_dir: Path, visible: str) -> None:
+        self.out = tmp / f"{name}.device"
+        self.release_file = tmp / f"{name}.release"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(lock_dir), visible, str(self.out), str(self.release_file)]
+        )
+
+    def device(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while not self.out.exists():
+            assert self.proc.poll() is None, f"holder exited with {self.proc.returncode}"
+            assert time.monotonic() < deadline, "holder got no device in time"
+            time.sleep(0.02)
+        return self.out.read_text()
+
+    def release(self) -> None:
+        self.release_file.touch()
+        assert self.proc.wait(timeout=30) == 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0,1,2", ["0", "1", "2"]),
+        (" 0 , 2 ,", ["0", "2"]),
+        ("GPU-aaaa,GPU-bbbb", ["GPU-aaaa", "GPU-bbbb"]),
+        ("MIG-GPU-aaaa/1/0", ["MIG-GPU-aaaa/1/0"]),
+        ("", []),
+        ("-1", []),
+        ("1,-1,2", ["1"]),  # CUDA ignores everything after an invalid index
+        ("0,0,1", ["0", "1"]),
+    ],
+)
+def test_visible_devices_parses_cuda_visible_devices(value: str, expected: list[str]) -> None:
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": value}) == expected
+
+
+def test_visible_devices_unset_counts_torch_devices() -> None:
+    assert visible_devices({}) == [str(i) for i in range(torch.cuda.device_count())]
+
+
+def test_lock_files_are_named_by_sanitised_id(lock_dir: Path) -> None:
+    assert lock_path(lock_dir, "0").name == "gpu-0.lock"
+    assert lock_path(lock_dir, "MIG-GPU-aa:bb/1/0").name == "gpu-MIG-GPU-aa_bb_1_0.lock"
+    assert default_lock_dir({}) == Path(f"/tmp/medflow-gpu-locks-{os.getuid()}")
+    assert default_lock_dir({"MEDFLOW_GPU_LOCK_DIR": str(lock_dir)}) == lock_dir
+
+
+def test_start_rotates_with_pid() -> None:
+    starts = {devices._rotated(["0", "1", "2"], pid)[0] for pid in (100, 101, 102)}
+    assert starts == {"0", "1", "2"}
+
+
+def test_concurrent_jobs_get_distinct_devices_and_wait_for_a_free_one(
+    tmp_path: Path, lock_dir: Path
+) -> None:
+    holders = [Holder(tmp_path, f"job{i}", lock_dir, "0,1,2") for i in range(3)]
+    try:
+        taken = [h.device() for h in holders]
+        assert sorted(taken) == ["0", "1", "2"]
+
+        with pytest.raises(TimeoutError) as busy:
+            acquire_devices(1, lock_dir=lock_dir, timeout=0.2, poll=0.05, env={"CUDA_VISIBLE_DEVICES": "0,1,2"})
+        for h, device in zip(holders, taken, strict=True):
+            assert f"{device} (pid {h.proc.pid} on " in str(busy.value)
+
+        waiter = Holder(tmp_path, "job3", lock_dir, "0,1,2")
+        holders.append(waiter)
+        time.sleep(1.0)
+        assert not waiter.out.exists(), "a fourth job got a device while three were held"
+        holders[1].release()
+        assert waiter.device() == taken[1]
+
+        # SIGKILL gives the process no chance to clean up; the kernel drops its flock anyway
+        holders[2].kill()
+        with acquire_devices(
+            1, lock_dir=lock_dir, timeout=10, poll=0.05, env={"CUDA_VISIBLE_DEVICES": "0,1,2"}
+        ) as lease:
+            assert lease.devices == [taken[2]]
+    finally:
+        for h in holders:
+            h.kill()
+
+
+def test_lease_of_two_takes_distinct_devices_and_releases_them(lock_dir: Path) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "GPU-aaaa,GPU-bbbb"}
+    with acquire_devices(2, lock_dir=lock_dir, env=env) as lease:
+        assert sorted(lease.devices) == ["GPU-aaaa", "GPU-bbbb"]
+        assert (lock_dir / "gpu-GPU-aaaa.lock").exists()
+        with pytest.raises(TimeoutError):
+            acquire_devices(1, lock_dir=lock_dir, timeout=0, env=env)
+    assert lease.closed
+    with acquire_devices(2, lock_dir=lock_dir, timeout=0, env=env) as again:
+        assert sorted(again.devices) == ["GPU-aaaa", "GPU-bbbb"]
+
+
+def test_lease_is_all_or_nothing(lock_dir: Path) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    with acquire_devices(1, lock_dir=lock_dir, env=env) as one:
+        with pytest.raises(TimeoutError):
+            acquire_devices(2, lock_dir=lock_dir, timeout=0.1, poll=0.02, env=env)
+        free = ({"0", "1"} - set(one.devices)).pop()
+        # the failed 2-device attempt let go of the device it had taken
+        with acquire_devices(1, lock_dir=lock_dir, timeout=0, env=env) as other:
+            assert other.devices == [free]
+
+
+def test_more_devices_than_visible_is_an_error(lock_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"3 GPU\(s\) requested but 2 visible \(CUDA_VISIBLE_DEVICES='0,1'\)"):
+        acquire_devices(3, lock_dir=lock_dir, env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    with pytest.raises(ValueError, match="0 visible"):
+        acquire_devices(1, lock_dir=lock_dir, env={"CUDA_VISIBLE_DEVICES": "-1"})
+
+
+def test_timeout_names_busy_device_and_holder(lock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "7"}
+    with (
+        acquire_devices(1, lock_dir=lock_dir, env=env),
+        caplog.at_level(logging.INFO, devices.__name__),
+        pytest.raises(TimeoutError, match=rf"busy: 7 \(pid {os.getpid()} on "),
+    ):
+        acquire_devices(1, lock_dir=lock_dir, timeout=0.2, poll=0.05, env=env)
+    assert sum("waiting for 1 free GPU" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_apply_narrows_cuda_visible_devices(lock_dir: Path) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+    with acquire_devices(2, lock_dir=lock_dir, env=env) as lease:
+        lease.apply(env)
+        assert env["CUDA_VISIBLE_DEVICES"] == ",".join(lease.devices)
+        assert lease.torch_devices() == [torch.device("cuda:0"), torch.device("cuda:1")]
+
+
+def test_apply_refuses_after_cuda_initialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="already initialised"):
+        DeviceLease(["1"], []).apply()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_select_device_cpu_cases(lock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert select_device(0, lock_dir=lock_dir, env={"CUDA_VISIBLE_DEVICES": "0"}) == (torch.device("cpu"), None)
+    forced = {"CUDA_VISIBLE_DEVICES": "0", "MEDFLOW_DEVICE": "cpu"}
+    assert select_device(1, lock_dir=lock_dir, env=forced) == (torch.device("cpu"), None)
+    with caplog.at_level(logging.WARNING, devices.__name__):
+        assert select_device(1, lock_dir=lock_dir, env={"CUDA_VISIBLE_DEVICES": ""}) == (torch.device("cpu"), None)
+    assert "none visible" in caplog.text
+    with pytest.raises(RuntimeError, match="none visible"):
+        select_device(1, lock_dir=lock_dir, env={"CUDA_VISIBLE_DEVICES": "", "MEDFLOW_DEVICE": "cuda"})
+    with pytest.raises(ValueError, match="MEDFLOW_DEVICE"):
+        select_device(1, lock_dir=lock_dir, env={"MEDFLOW_DEVICE": "tpu"})
+    assert not lock_dir.exists(), "a CPU job must not touch the GPU locks"
+
+
+def test_select_device_leases_and_applies(lock_dir: Path) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "3,5"}
+    device, lease = select_device(1, lock_dir=lock_dir, env=env)
+    assert lease is not None
+    try:
+        assert device == torch.device("cuda:0")
+        assert lease.devices[0] in {"3", "5"}
+        assert env["CUDA_VISIBLE_DEVICES"] == lease.devices[0]
+    finally:
+        lease.close()
+
+
+def test_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert threads_from(0) == 1
+    assert threads_from(1) == 1
+    assert threads_from(10_000) == available_cores()
+    saved = torch.get_num_threads()
+    env: dict[str, str] = {}
+    try:
+        set_threads(1, env)
+        assert torch.get_num_threads() == 1
+        assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    finally:
+        torch.set_num_threads(saved)

@@ -1,0 +1,106 @@
+"""Data-parallel helpers: launch 2 CPU ranks with gloo, average tensors, DDP step, errors from ranks.
+
+The rank functions live at module level because spawned ranks unpickle them by import.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from medflow.train.distributed import all_reduce_mean, barrier, is_main, launch, unwrap, wrap_ddp
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    # spawned ranks inherit the environment; two ranks on a 2-core machine must not oversubscribe
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def _mean_of_ranks(rank: int, world_size: int, scale: float) -> dict[str, object]:
+    tensor = torch.tensor([float(rank), scale * (rank + 1)])
+    all_reduce_mean(tensor)
+    barrier()
+    return {"mean": tensor, "world_size": world_size, "main": is_main(), "threads": torch.get_num_threads()}
+
+
+def _ddp_step(
+    rank: int, world_size: int, init: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> list[torch.Tensor]:
+    """One SGD step on this rank's shard; returns every rank's parameters (flattened)."""
+    model = nn.Linear(x.shape[1], 1)
+    model.load_state_dict(init)
+    model = wrap_ddp(model, torch.device("cpu"))
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    per_rank = len(x) // world_size
+    shard = slice(rank * per_rank, (rank + 1) * per_rank)
+    nn.functional.mse_loss(model(x[shard]), y[shard]).backward()
+    optimiser.step()
+    flat = torch.cat([p.detach().flatten() for p in unwrap(model).parameters()])
+    if world_size == 1:
+        return [flat]
+    gathered = [torch.empty_like(flat) for _ in range(world_size)]
+    dist.all_gather(gathered, flat)
+    return gathered
+
+
+def _fail_on_rank_1(rank: int, world_size: int) -> str:
+    if rank == 1:
+        raise ValueError("boom on rank 1")
+    time.sleep(60)  # stopped by launch as soon as rank 1 fails
+    return "unreachable"
+
+
+def test_launch_two_ranks_returns_rank0_mean() -> None:
+    result = launch(_mean_of_ranks, 2, 10.0, threads_per_rank=1)
+    torch.testing.assert_close(result["mean"], torch.tensor([0.5, 15.0]))
+    assert result["world_size"] == 2
+    assert result["main"] is True
+    assert result["threads"] == 1
+
+
+def test_launch_single_rank_runs_in_process_without_group() -> None:
+    result = launch(_mean_of_ranks, 1, 10.0)
+    torch.testing.assert_close(result["mean"], torch.tensor([0.0, 10.0]))
+    assert not dist.is_initialized()
+
+
+def test_ddp_step_matches_single_process_step_on_all_data() -> None:
+    torch.manual_seed(0)
+    init = nn.Linear(4, 1).state_dict()
+    x = torch.randn(8, 4)
+    y = torch.randn(8, 1)
+    ranks = launch(_ddp_step, 2, init, x, y, threads_per_rank=1)
+    (single,) = launch(_ddp_step, 1, init, x, y)
+    assert len(ranks) == 2
+    torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
+    torch.testing.assert_close(ranks[0], single, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(single, torch.cat([init["weight"].flatten(), init["bias"]])), "the step did nothing"
+
+
+def test_exception_in_a_rank_propagates_with_traceback() -> None:
+    start = time.monotonic()
+    with pytest.raises(Exception, match="boom on rank 1") as failure:
+        launch(_fail_on_rank_1, 2, threads_per_rank=1)
+    assert "Traceback" in str(failure.value)
+    assert time.monotonic() - start < 45
+
+
+def test_helpers_are_noops_without_a_group() -> None:
+    tensor = torch.tensor([2.0])
+    assert all_reduce_mean(tensor) is tensor
+    assert tensor.item() == 2.0
+    barrier()
+    assert is_main() and is_main(0) and not is_main(1)
+    model = nn.Linear(2, 1)
+    assert wrap_ddp(model, torch.device("cpu")) is model
+    assert unwrap(model) is model
+
+
+def test_launch_rejects_empty_world() -> None:
+    with pytest.raises(ValueError, match="world_size"):
+        launch(_mean_of_ranks, 0, 1.0)

@@ -1,0 +1,24 @@
+"""Snakemake adapter: write a trained encoder's features (logic in medflow.train.stage1)."""
+
+from medflow.logs import rule_log
+from medflow.train.devices import select_device, set_threads
+from medflow.train.stage1 import extract
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0]):
+    set_threads(smk.threads)
+    device, lease = select_device(smk.resources.gpu)
+    try:
+        extract(
+            dict(smk.params.spec),
+            label=smk.params.label,
+            ingest_path=smk.input.data,
+            splits_path=smk.input.splits,
+            manifest_path=smk.input.manifest,
+            model_path=smk.input.model,
+            out_path=smk.output.features,
+            device=device,
+        )
+    finally:
+        if lease is not None:
+            lease.close()

@@ -1,0 +1,26 @@
+"""Snakemake adapter: pre-train or train one stage-1 network (logic in medflow.train.stage1)."""
+
+from medflow.logs import rule_log
+from medflow.train.devices import select_device, set_threads
+from medflow.train.stage1 import train
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0]):
+    set_threads(smk.threads)
+    device, lease = select_device(smk.resources.gpu)
+    try:
+        train(
+            smk.params.job,
+            dict(smk.params.spec),
+            label=smk.params.label,
+            ingest_path=smk.input.data,
+            splits_path=smk.input.splits,
+            manifest_path=smk.input.manifest,
+            out_dir=smk.output.model.rsplit("/", 1)[0],
+            device=device,
+            fold=smk.params.fold,
+            encoder=smk.input.get("encoder") or None,
+        )
+    finally:
+        if lease is not None:
+            lease.close()
