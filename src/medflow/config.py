@@ -99,6 +99,8 @@ def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
         out.append(f"{where}.split.fractions.test is 0 and no external_centers: nothing would be held out")
     if split["folds"] == 1:
         out.append(f"{where}.split.folds = 1 is not a cross-validation; use 0 (no folds) or >= 2")
+    if split["folds"] > 1 and split["fractions"]["val"] > 0:
+        out.append(f"{where}.split.fractions.val must be 0 with folds: each fold is the validation data of its model")
     if split["folds"] == 0 and split["fractions"]["val"] <= 0:
         out.append(f"{where}.split.fractions.val is 0 without folds: no validation data for model selection")
     modalities = study["modalities"]

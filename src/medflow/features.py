@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import medflow
 from medflow.ingest.h5out import utf8
 from medflow.io.atomic import atomic_path
+from medflow.logs import progress_bar
 from medflow.train.engine import autocast_dtype, to_device
 
 
@@ -34,7 +34,7 @@ def run_inference(
     dtype = autocast_dtype(device, "auto")
     channels_last = device.type == "cuda"
     out: list[np.ndarray] = []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not progress):
+    for batch in progress_bar(loader, desc=desc, unit="batch", disable=not progress):
         x = to_device(batch, device, channels_last)["x"]
         if dtype is None:
             values = fn(model, x)

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -36,3 +37,15 @@ def rule_log(path: str | Path | None) -> Iterator[None]:
         finally:
             logging.captureWarnings(False)
             sys.stderr = saved
+
+
+def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm bar that suits where stderr goes: on a terminal it redraws in place and vanishes when
+    done; in a rule's log file it redraws at most every 10 s and ends its line, so log records
+    that follow start on a line of their own."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    kwargs.setdefault("leave", not tty)
+    kwargs.setdefault("mininterval", 1.0 if tty else 10.0)
+    return tqdm(iterable, **kwargs)

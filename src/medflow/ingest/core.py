@@ -15,7 +15,6 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 import medflow
 from medflow.ingest import pixels
@@ -24,6 +23,7 @@ from medflow.ingest.pixels import IMAGE_KINDS, SampleResult, Task
 from medflow.ingest.tables import TABLE_KINDS
 from medflow.io.atomic import atomic_path
 from medflow.io.images import CONTAINER_SEP
+from medflow.logs import progress_bar
 from medflow.problems import BadInputError, InputProblem, Problem, write_problems
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def _ingest_image_kind(
     dtype = np.int16 if kind == "slices" else np.float32
     runner = _Runner(tasks, threads)  # the pool forks before the output file is opened
     spool_buffer = bytearray()
-    bar = tqdm(total=n_samples, desc=f"ingest {modality}", unit="sample", mininterval=1.0, disable=not progress)
+    bar = progress_bar(total=n_samples, desc=f"ingest {modality}", unit="sample", disable=not progress)
     try:
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as f:

@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from medflow.data.loader import epoch_seed, set_epoch
 from medflow.io.atomic import atomic_path
+from medflow.logs import progress_bar
 from medflow.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -341,8 +341,8 @@ class Trainer:
         cfg = self.cfg
         self.replica.train()
         total = cfg.max_steps or len(loader)
-        bar = tqdm(total=min(total, len(loader)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   leave=False, mininterval=1.0, disable=not self.progress)
+        bar = progress_bar(total=min(total, len(loader)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                           disable=not self.progress)
         loss_sum = torch.zeros((), device=self.device)
         count, images, wait = 0, 0, 0.0
         t_start = t_ready = time.perf_counter()

@@ -36,7 +36,7 @@ from medflow.io.atomic import atomic_path
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
 from medflow.stages import STAGE_VERSIONS
 from medflow.train.config import TrainConfig
-from medflow.train.engine import StepOutput, Trainer, auto_pos_weight, bce_step
+from medflow.train.engine import StepOutput, Trainer, auto_pos_weight, bce_step, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ def train(
     if len(train_rows) == 0:
         raise ValueError(f"no training samples for {data.path.name} (fold {fold})")
 
+    seed_everything(cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
     train_set = make_dataset(data, train_rows, spec, augment=True)
     val_set = make_dataset(data, val_rows, spec, augment=job == "pretrain")
     labels = item_labels(train_set, train_rows)

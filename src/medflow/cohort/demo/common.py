@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from medflow.io.dicom_write import FakePatient
+from medflow.logs import progress_bar
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ def fake_patient(rng: np.random.Generator, centre: str) -> FakePatient:
 
 def progress(items: Iterable[T], template: str, total: int | None = None) -> Iterator[T]:
     """A tqdm bar over the samples being written (goes to the rule log under Snakemake)."""
-    yield from tqdm(items, total=total, desc=f"demo {template}", unit="sample", mininterval=0.5, leave=True)
+    yield from progress_bar(items, total=total, desc=f"demo {template}", unit="sample")
 
 
 def write_png(path: Path, pixels: np.ndarray) -> str:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from medflow.cohort.importers._common import (
     ImporterError,
@@ -37,6 +36,7 @@ from medflow.cohort.importers._common import (
     write_csv_atomic,
     write_json_atomic,
 )
+from medflow.logs import progress_bar
 from medflow.problems import Problem, write_problems
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def _scan_study(train_dir: str, study: str, series: list[str]) -> StudyScan:
 
 def _scan(train_dir: Path, jobs: list[tuple[str, list[str]]], workers: int) -> list[StudyScan]:
     """Scan every study (in ``jobs`` order) on ``workers`` threads, with a progress bar over studies."""
-    bar = tqdm(total=len(jobs), desc="rsna-pe scan", unit="study", mininterval=0.5, disable=None)
+    bar = progress_bar(total=len(jobs), desc="rsna-pe scan", unit="study")
     out = []
     with bar:
         if workers <= 1:

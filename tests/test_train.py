@@ -1,0 +1,318 @@
+"""The training engine and the stage-1 jobs on tiny planted-signal cohorts, on the CPU."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medflow.data import make_loader
+from medflow.features import read_features
+from medflow.ingest.h5out import utf8
+from medflow.models import MODEL_NAMES, build_model
+from medflow.split import make_splits
+from medflow.train import stage1
+from medflow.train.config import TrainConfig
+from medflow.train.engine import StepOutput, Trainer, bce_step
+
+CPU = torch.device("cpu")
+
+
+def write_cohort(root: Path, n: int = 60, size: int = 16, kind: str = "patches", seed: int = 0, folds: int = 0):
+    """An ingest file whose positives carry a bright central square, its manifest and its splits."""
+    rng = np.random.default_rng(seed)
+    ids = [f"s{i:03d}" for i in range(n)]
+    y = (np.arange(n) % 3 == 0).astype(int)  # prevalence 1/3
+    shape = (n, size, size) if kind != "volume" else (n, 8, size, size)
+    images = rng.normal(0, 1, shape).astype(np.float32)
+    c = slice(size // 4, 3 * size // 4)
+    images[y == 1, ..., c, c] += 1.5
+    root.mkdir(parents=True, exist_ok=True)
+    with h5py.File(root / "img.h5", "w") as f:
+        f.create_dataset("sample_id", data=utf8(ids))
+        f.create_dataset("images", data=images, chunks=(1, *shape[1:]))
+        f.attrs["kind"], f.attrs["units"], f.attrs["channels"] = kind, "raw", 1
+        f.attrs["source_hash"] = "test"
+    manifest = pd.DataFrame({"sample_id": ids, "patient_id": [f"p{i // 2}" for i in range(n)], "center": "A", "y": y})
+    manifest.to_csv(root / "manifest.csv", index=False)
+    fractions = {"train": 0.8, "val": 0.0, "test": 0.2} if folds else {"train": 0.6, "val": 0.2, "test": 0.2}
+    splits = make_splits(manifest, label="y", fractions=fractions, seed=1, folds=folds)
+    splits.to_csv(root / "splits.csv", index=False)
+    return root
+
+
+def spec(model="convnet", **train):
+    cfg = {"epochs": 4, "batch_size": 8, "lr": 0.01, "workers": 0, "schedule": "none", **train}
+    return {"modality": "img", "model": model, "intensity": "zscore", "augment": {"hflip": 0.5}, "train": cfg}
+
+
+def run_train(root: Path, out: str, model_spec=None, **kw):
+    return stage1.train(
+        "train", model_spec or spec(), label="y", ingest_path=root / "img.h5", splits_path=root / "splits.csv",
+        manifest_path=root / "manifest.csv", out_dir=root / out, device=CPU, progress=False, **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+def state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+# ------------------------------------------------------------------------------------ the engine
+
+
+def test_training_lowers_the_loss_and_learns_the_planted_signal(cohort):
+    model_path = run_train(cohort, "run")
+    history = pd.read_csv(cohort / "run/history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    payload = torch.load(model_path, weights_only=False)
+    assert payload["best_epoch"] == int(history["val_auc"].idxmax())  # chosen on validation AUC
+    assert payload["best_metric"] == pytest.approx(history["val_auc"].max())
+    assert not (cohort / "run/checkpoint").exists()  # dropped once model.pt is written
+    assert any((cohort / "run/tensorboard").iterdir())
+    predictions = pd.read_csv(cohort / "run/predictions.csv")
+    splits = pd.read_csv(cohort / "splits.csv")
+    assert sorted(predictions["sample_id"]) == sorted(splits["sample_id"])
+    merged = predictions.merge(splits, on="sample_id", suffixes=("", "_s"))
+    assert (merged["split"] == merged["split_s"]).all()
+    from sklearn.metrics import roc_auc_score
+
+    test = predictions[predictions["split"] == "test"]
+    assert roc_auc_score(test["y_true"], test["y_prob"]) > 0.8
+
+
+def test_two_cpu_runs_give_identical_weights(cohort):
+    a, b = run_train(cohort, "det_a"), run_train(cohort, "det_b")
+    sa, sb = state(a), state(b)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_validation_and_test_samples_never_reach_the_training_loader(cohort, monkeypatch):
+    seen: list[list[str]] = []
+    real = stage1.make_loader
+
+    def spy(dataset, **kw):
+        seen.append(list(getattr(dataset, "sample_ids", [])))
+        return real(dataset, **kw)
+
+    monkeypatch.setattr(stage1, "make_loader", spy)
+    run_train(cohort, "spy", spec(epochs=1))
+    splits = pd.read_csv(cohort / "splits.csv").set_index("sample_id")["split"]
+    train_ids, val_ids = seen[0], seen[1]
+    assert set(splits[train_ids]) == {"train"}
+    assert set(splits[val_ids]) == {"val"}
+
+
+def test_partition_by_fold_keeps_test_out(tmp_path):
+    root = write_cohort(tmp_path, folds=3)
+    table = stage1.load_data(root / "img.h5", root / "splits.csv", root / "manifest.csv", "y").table
+    for k in range(3):
+        train, val = stage1.partition(table, k)
+        assert set(train["split"]) == set(val["split"]) == {"train"}
+        assert (val["fold"] == k).all() and (train["fold"] != k).all()
+        assert not set(train["patient_id"]) & set(val["patient_id"])
+
+
+KILL_AFTER_SECOND_CHECKPOINT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    from medflow.train import engine, stage1
+    saves = []
+    real = engine.Trainer._save_checkpoint
+    def save_then_die(self, *args):
+        real(self, *args)
+        saves.append(1)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    engine.Trainer._save_checkpoint = save_then_die
+    root = sys.argv[1]
+    import json
+    stage1.train("train", json.loads(sys.argv[2]), label="y", ingest_path=f"{root}/img.h5",
+                 splits_path=f"{root}/splits.csv", manifest_path=f"{root}/manifest.csv",
+                 out_dir=f"{root}/resumed", device=torch.device("cpu"), progress=False)
+    """
+)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(cohort, monkeypatch):
+    import json
+
+    model_spec = spec(epochs=4, schedule="cosine")
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_SECOND_CHECKPOINT, str(cohort), json.dumps(model_spec)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (cohort / "resumed/checkpoint/last.pt").is_file() and not (cohort / "resumed/model.pt").exists()
+    assert torch.load(cohort / "resumed/checkpoint/last.pt", weights_only=False)["epoch"] == 1
+
+    epochs_trained: list[int] = []
+    real_epoch = Trainer._train_epoch
+
+    def counting(self, loader, epoch):
+        epochs_trained.append(epoch)
+        return real_epoch(self, loader, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", counting)
+    resumed = run_train(cohort, "resumed", model_spec)
+    assert epochs_trained == [2, 3]  # epochs 0 and 1 were not redone
+    uninterrupted = run_train(cohort, "whole", model_spec)
+    ra, ua = state(resumed), state(uninterrupted)
+    assert all(torch.equal(ra[k], ua[k]) for k in ua)
+    history = pd.read_csv(cohort / "resumed/history.csv")
+    pd.testing.assert_frame_equal(
+        history.drop(columns=["seconds", "data_wait_share", "images_per_second"]),
+        pd.read_csv(cohort / "whole/history.csv").drop(columns=["seconds", "data_wait_share", "images_per_second"]),
+    )
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(cohort):
+    run_train(cohort, "other", spec(epochs=2))
+    out = cohort / "other"
+    (out / "checkpoint").mkdir()
+    torch.save({"fingerprint": "something else", "epoch": 1}, out / "checkpoint/last.pt")
+    run_train(cohort, "other", spec(epochs=2))
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [0, 1]
+
+
+# ------------------------------------------------------------------------------- model families
+
+
+class _Fixed(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "y": self.y[i], "index": i}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_family_lowers_its_training_loss(tmp_path, name):
+    torch.manual_seed(0)
+    volume = name.endswith("_3d")
+    x = torch.randn(8, 2, 8, 16, 16) if volume else torch.randn(8, 1, 32, 32)
+    y = torch.tensor([0.0, 1.0] * 4)
+    x[y == 1] += 1.0
+    model = build_model(name, in_channels=x.shape[1])
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-3, schedule="none", workers=0, pos_weight=None)
+    loader = make_loader(_Fixed(x, y), batch_size=8, shuffle=False, seed=0, workers=0)
+    trainer = Trainer(model, cfg, tmp_path, device=CPU, step=bce_step(), fingerprint=name, progress=False)
+    result = trainer.fit(loader, loader)
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+
+
+def test_early_stopping_stops_on_the_validation_metric(tmp_path):
+    x, y = torch.randn(8, 1, 16, 16), torch.tensor([0.0, 1.0] * 4)
+
+    def constant(model, batch, device):  # a val metric that never improves after epoch 0
+        logits = model(batch["x"])[:, 0] * 0 + batch["index"].float() * 0
+        return StepOutput(logits.sum() * 0 + model(batch["x"]).mean() ** 2, logits.detach(), batch["y"], len(logits))
+
+    cfg = TrainConfig(epochs=10, batch_size=8, early_stopping=2, schedule="none", workers=0, monitor="val_loss")
+    loader = make_loader(_Fixed(x, y), batch_size=8, shuffle=False, seed=0, workers=0)
+    trainer = Trainer(build_model("convnet"), cfg, tmp_path, device=CPU, step=constant, fingerprint="x", progress=False)
+    result = trainer.fit(loader, loader)
+    assert len(result.history) < 10
+    assert result.best_epoch == int(result.history["val_loss"].idxmin())
+
+
+# ---------------------------------------------------------------------------------- the jobs
+
+
+def test_features_are_keyed_by_id_and_equal_the_encoder_output(cohort):
+    model_path = run_train(cohort, "feat", spec(epochs=1))
+    out = cohort / "features.h5"
+    stage1.extract(spec(epochs=1), label="y", ingest_path=cohort / "img.h5", splits_path=cohort / "splits.csv",
+                   manifest_path=cohort / "manifest.csv", model_path=model_path, out_path=out, device=CPU,
+                   progress=False)
+    ids, features, offsets = read_features(out)
+    with h5py.File(cohort / "img.h5") as f:
+        assert ids == list(f["sample_id"].asstr()[:])
+        image = f["images"][17]
+    assert offsets is None and features.shape == (len(ids), 64) and features.dtype == np.float32
+    model = stage1.load_trained(stage1.load_data(cohort / "img.h5", cohort / "splits.csv", cohort / "manifest.csv",
+                                                 "y"), spec(), model_path).eval()
+    x = torch.from_numpy((image - image.mean()) / image.std())[None, None]
+    with torch.no_grad():
+        np.testing.assert_allclose(features[17], model.features(x)[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_pretrain_then_frozen_encoder_classifier(tmp_path):
+    root = write_cohort(tmp_path, n=48)
+    contrastive = {**spec("convnet"), "pretrain": "simclr", "temperature": 0.5,
+                   "augment": {"hflip": 0.5, "noise": 0.1}, "pretrain_train": {"epochs": 2, "batch_size": 8, "workers": 0}}
+    encoder = stage1.train("pretrain", contrastive, label="y", ingest_path=root / "img.h5",
+                           splits_path=root / "splits.csv", manifest_path=root / "manifest.csv",
+                           out_dir=root / "pre", device=CPU, progress=False)
+    history = pd.read_csv(root / "pre/history.csv")
+    assert history["val_auc"].isna().all() and history["val_loss"].notna().all()
+    model_path = run_train(root, "cls", contrastive, encoder=encoder)
+    pre = {k.removeprefix("backbone."): v for k, v in state(encoder).items() if k.startswith("backbone.encoder.")}
+    trained = state(model_path)
+    # the encoder, BatchNorm statistics included, is exactly the pre-trained one; the head moved
+    assert all(torch.equal(trained[k], v) for k, v in pre.items())
+    assert not torch.equal(trained["head.1.weight"], build_model("convnet").state_dict()["head.1.weight"])
+
+
+def test_slice_stacks_train_on_slice_labels_and_score_studies_by_their_top_slice(tmp_path):
+    rng = np.random.default_rng(0)
+    n, depth, size = 24, 6, 16
+    ids = [f"st{i:02d}" for i in range(n)]
+    y = (np.arange(n) % 2).astype(int)
+    slices = rng.normal(0, 1, (n * depth, size, size)).astype(np.float32)
+    slice_label = np.zeros(n * depth, dtype=np.int8)
+    for i in np.flatnonzero(y):
+        slice_label[i * depth + 2 : i * depth + 4] = 1
+    slices[slice_label == 1, 4:12, 4:12] += 2.0
+    with h5py.File(tmp_path / "img.h5", "w") as f:
+        f.create_dataset("sample_id", data=utf8(ids))
+        f.create_dataset("images", data=(slices * 100).astype(np.int16), chunks=(1, size, size))
+        f.create_dataset("offsets", data=np.arange(0, n * depth + 1, depth))
+        f.create_dataset("slice_label", data=slice_label).attrs["label"] = "pe_present_on_image"
+        f.attrs["kind"], f.attrs["units"] = "slices", "HU"
+    manifest = pd.DataFrame({"sample_id": ids, "patient_id": ids, "center": "A", "y": y})
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    make_splits(manifest, label="y", fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=0).to_csv(
+        tmp_path / "splits.csv", index=False)
+    run_train(tmp_path, "pe", {**spec(epochs=2), "sampler": "balanced"})
+    per_slice = pd.read_csv(tmp_path / "pe/slice_predictions.csv")
+    assert len(per_slice) == n * depth and set(per_slice["task"]) == {"pe_present_on_image"}
+    assert per_slice.groupby("sample_id")["slice"].apply(list).map(lambda s: s == list(range(depth))).all()
+    predictions = pd.read_csv(tmp_path / "pe/predictions.csv")
+    top = per_slice.groupby("sample_id")["y_prob"].max()
+    np.testing.assert_allclose(predictions.set_index("sample_id")["y_prob"].loc[top.index], top, rtol=1e-6)
+
+
+def test_fold_ensemble_scores_training_samples_out_of_fold_and_the_rest_by_the_mean(tmp_path):
+    root = write_cohort(tmp_path, folds=3)
+    splits = pd.read_csv(root / "splits.csv")
+    paths = {}
+    for k in range(3):
+        frame = splits.assign(task="y", y_true=0.0, y_prob=0.1 * (k + 1))
+        paths[k] = tmp_path / f"fold{k}.csv"
+        frame.drop(columns="fold").to_csv(paths[k], index=False)
+    out = stage1.fold_ensemble(paths, root / "splits.csv", tmp_path / "ensemble.csv")
+    result = pd.read_csv(out).merge(splits[["sample_id", "fold"]], on="sample_id")
+    cv = result[result["fold"] >= 0]
+    assert (cv["split"] == "val").all()
+    np.testing.assert_allclose(cv["y_prob"], 0.1 * (cv["fold"] + 1))
+    rest = result[result["fold"] < 0]
+    assert set(rest["split"]) <= {"test", "external"} and len(rest) > 0
+    np.testing.assert_allclose(rest["y_prob"], 0.2)
+    assert len(result) == len(splits)
+
