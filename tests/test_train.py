@@ -316,3 +316,35 @@ def test_fold_ensemble_scores_training_samples_out_of_fold_and_the_rest_by_the_m
     np.testing.assert_allclose(rest["y_prob"], 0.2)
     assert len(result) == len(splits)
 
+
+
+def test_data_parallel_training_on_two_cpu_ranks(tmp_path):
+    """gpu: N > 1 runs DistributedDataParallel; here on two CPU ranks (gloo)."""
+    root = write_cohort(tmp_path, n=40)
+    model_path = stage1.train_replicated(
+        2, "train", spec(epochs=2), label="y", ingest_path=root / "img.h5", splits_path=root / "splits.csv",
+        manifest_path=root / "manifest.csv", out_dir=root / "ddp", progress=False,
+    )
+    history = pd.read_csv(root / "ddp/history.csv")
+    assert list(history["epoch"]) == [0, 1] and history["train_loss"].notna().all()
+    predictions = pd.read_csv(root / "ddp/predictions.csv")
+    assert len(predictions) == 40
+    assert torch.load(model_path, weights_only=False)["best_epoch"] in (0, 1)
+
+
+def test_shard_sampler_splits_every_epoch_between_ranks():
+    from medflow.data import ShardSampler
+    from medflow.data.samplers import BalancedSampler
+
+    shards = [ShardSampler(10, rank=r, world_size=3, seed=1) for r in range(3)]
+    for s in shards:
+        s.set_epoch(4)
+    items = [list(s) for s in shards]
+    assert all(len(i) == 4 for i in items)
+    assert set().union(*map(set, items)) == set(range(10))
+    labels = np.array([1, 0, 0, 0, 1, 0, 0, 0])
+    base = [ShardSampler(8, rank=r, world_size=2, seed=0, base=BalancedSampler(labels, seed=0)) for r in range(2)]
+    for s in base:
+        s.set_epoch(1)
+    together = sorted(list(base[0]) + list(base[1]))
+    assert together == sorted(BalancedSampler(labels, seed=0).indices(1).tolist())

@@ -2,25 +2,26 @@
 
 from medflow.logs import rule_log
 from medflow.train.devices import select_device, set_threads
-from medflow.train.stage1 import train
+from medflow.train.stage1 import train, train_replicated
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0]):
     set_threads(smk.threads)
     device, lease = select_device(smk.resources.gpu)
+    args = dict(
+        label=smk.params.label,
+        ingest_path=smk.input.data,
+        splits_path=smk.input.splits,
+        manifest_path=smk.input.manifest,
+        out_dir=smk.output.model.rsplit("/", 1)[0],
+        fold=smk.params.fold,
+        encoder=smk.input.get("encoder") or None,
+    )
     try:
-        train(
-            smk.params.job,
-            dict(smk.params.spec),
-            label=smk.params.label,
-            ingest_path=smk.input.data,
-            splits_path=smk.input.splits,
-            manifest_path=smk.input.manifest,
-            out_dir=smk.output.model.rsplit("/", 1)[0],
-            device=device,
-            fold=smk.params.fold,
-            encoder=smk.input.get("encoder") or None,
-        )
+        if lease is not None and len(lease.devices) > 1:  # gpu: N > 1 → data-parallel on the N leased GPUs
+            train_replicated(len(lease.devices), smk.params.job, dict(smk.params.spec), **args)
+        else:
+            train(smk.params.job, dict(smk.params.spec), device=device, **args)
     finally:
         if lease is not None:
             lease.close()

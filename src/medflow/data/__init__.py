@@ -4,12 +4,13 @@ from medflow.data.augment import TwoViews, build_augment, two_views
 from medflow.data.h5 import H5Samples, H5Slices
 from medflow.data.intensity import Intensity
 from medflow.data.loader import make_loader, seed_worker, set_epoch
-from medflow.data.samplers import BalancedSampler
+from medflow.data.samplers import BalancedSampler, ShardSampler
 
 __all__ = [
     "BalancedSampler",
     "H5Samples",
     "H5Slices",
+    "ShardSampler",
     "Intensity",
     "TwoViews",
     "build_augment",

@@ -54,3 +54,43 @@ class BalancedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.positives) + self.block
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``rank``'s share of an epoch for data-parallel training.
+
+    Every rank computes the same epoch order — the ``base`` sampler's items, or a permutation of
+    ``range(n)`` drawn from (seed, epoch) — and takes every ``world_size``-th item from position
+    ``rank``; the order is padded by wrapping round so all ranks run the same number of steps.
+    """
+
+    def __init__(
+        self, n: int, *, rank: int, world_size: int, seed: int, shuffle: bool = True, base: Sampler | None = None
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.n, self.rank, self.world_size, self.seed, self.shuffle, self.base = n, rank, world_size, seed, shuffle, base
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def _order(self) -> np.ndarray:
+        if self.base is not None:
+            return np.fromiter(iter(self.base), dtype=np.int64)
+        if self.shuffle:
+            return np.random.default_rng([self.seed, 2, self.epoch]).permutation(self.n)
+        return np.arange(self.n)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        total = len(self) * self.world_size
+        padded = np.resize(order, total) if len(order) else order
+        self.epoch += 1
+        return iter(padded[self.rank :: self.world_size].tolist())
+
+    def __len__(self) -> int:
+        n = len(self.base) if self.base is not None else self.n
+        return -(-n // self.world_size)

@@ -30,7 +30,7 @@ from torch import nn
 
 from medflow.config import fingerprint, spec_for
 from medflow.data import H5Samples, H5Slices, Intensity, TwoViews, build_augment, make_loader
-from medflow.data.samplers import BalancedSampler
+from medflow.data.samplers import BalancedSampler, ShardSampler
 from medflow.features import feature_vectors, probabilities, run_inference, write_features
 from medflow.io.atomic import atomic_path
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
@@ -226,11 +226,14 @@ def train(
     fold: int | None = None,
     encoder: str | Path | None = None,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
     """Run the ``pretrain`` or ``train`` job of one stage-1 model; return ``out_dir/model.pt``.
 
     ``train`` also writes ``predictions.csv`` of every ingested sample (all splits), and for
-    slice stacks ``slice_predictions.csv``.
+    slice stacks ``slice_predictions.csv``. ``rank``/``world_size``: one replica of a
+    data-parallel run (see :func:`train_replicated`); each rank trains on its shard of every epoch.
     """
     out_dir = Path(out_dir)
     data = load_data(ingest_path, splits_path, manifest_path, label)
@@ -262,6 +265,8 @@ def train(
     sampler = None
     if spec.get("sampler") == "balanced" and job != "pretrain":
         sampler = BalancedSampler(labels, seed=cfg.seed)
+    if world_size > 1:
+        sampler = ShardSampler(len(train_set), rank=rank, world_size=world_size, seed=cfg.seed, base=sampler)
     pin = device.type == "cuda"
     train_loader = make_loader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, seed=cfg.seed,
                                workers=cfg.workers, sampler=sampler, drop_last=len(train_set) > cfg.batch_size,
@@ -274,12 +279,25 @@ def train(
     metadata = {"model_name": spec["model"], "in_channels": in_channels(data, spec), "job": job, "fold": fold,
                 "label": label, "modality": spec["modality"]}
     trainer = Trainer(model, cfg, out_dir, device=device, step=step, fingerprint=print_key, metadata=metadata,
-                      progress=progress)
+                      progress=progress, rank=rank, world_size=world_size)
     trainer.fit(train_loader, val_loader)
-    if job == "train":
+    if job == "train" and rank == 0:
         predict(data, spec, trainer.model_path, out_dir, label=label, device=device, batch_size=cfg.batch_size,
                 progress=progress)
     return trainer.model_path
+
+
+def _rank_main(rank: int, world_size: int, job: str, spec: dict[str, Any], kwargs: dict[str, Any]) -> Path:
+    device = torch.device(f"cuda:{rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return train(job, spec, **kwargs, device=device, rank=rank, world_size=world_size)
+
+
+def train_replicated(world_size: int, job: str, spec: dict[str, Any], **kwargs: Any) -> Path:
+    """:func:`train` data-parallel on ``world_size`` ranks (DistributedDataParallel, one process and
+    one device per rank; gloo on the CPU). ``kwargs`` are :func:`train`'s, without ``device``."""
+    from medflow.train.distributed import launch
+
+    return launch(_rank_main, world_size, job, spec, kwargs)
 
 
 def _inference_loader(data: Stage1Data, spec: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
