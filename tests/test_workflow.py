@@ -174,3 +174,58 @@ def test_public_layouts_with_broken_files_are_imported_ingested_and_split(tmp_pa
     assert all(name in log for name in broken)
     proc = snakemake(workdir, "--cores", "2", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count} (without the 'all' and 'total' rows)."""
+    counts = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("all", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def tiny_stage1(config):
+    """One small study: LUNA-like patches, a ConvNet with contrastive pre-training, one epoch each."""
+    study = config["studies"]["lnmc"]
+    study["cohort"].update(patients=80, image_size=32)
+    study["modalities"]["ct_patch"]["size"] = [32, 32]
+    study["stage1"] = {
+        "ct_patch-convnet": {
+            "modality": "ct_patch", "model": "convnet", "pretrain": "simclr", "augment": {"hflip": 0.5, "noise": 0.1},
+            "pretrain_train": {"epochs": 1, "batch_size": 16, "workers": 0},
+            "train": {"epochs": 2, "batch_size": 16, "workers": 0, "lr": 0.003},
+        }
+    }
+    config["studies"] = {"lnmc": study}
+
+
+@pytest.mark.slow
+def test_stage1_reruns_follow_the_config_change(tmp_path):
+    workdir = make_workdir(tmp_path, tiny_stage1)
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1")
+    model_dir = workdir / "results/lnmc/stage1/ct_patch-convnet"
+    assert (model_dir / "pretrain/model.pt").is_file() and (model_dir / "predictions.csv").is_file()
+    assert (workdir / "results/lnmc/features/ct_patch-convnet.h5").is_file()
+    proc = snakemake(workdir, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    def edit(path, change):
+        config = yaml.safe_load(path.read_text())
+        change(config["studies"]["lnmc"]["stage1"]["ct_patch-convnet"])
+        path.write_text(yaml.safe_dump(config))
+
+    config_path = workdir / "config/config.yaml"
+    original = config_path.read_text()
+    # the classifier's learning rate: stage B and what reads it, not the contrastive pre-training
+    edit(config_path, lambda m: m["train"].update(lr=0.001))
+    assert job_counts(snakemake(workdir, "-n").stdout) == {"train_stage1": 1, "features": 1}
+    # the pre-training: everything of that model
+    config_path.write_text(original)
+    edit(config_path, lambda m: m["pretrain_train"].update(epochs=2))
+    assert job_counts(snakemake(workdir, "-n").stdout) == {"pretrain_stage1": 1, "train_stage1": 1, "features": 1}
+    # back to the original: the outputs are current again
+    config_path.write_text(original)
+    proc = snakemake(workdir, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -201,3 +201,10 @@ def spec_for(job: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a stage-1 spec that job ``pretrain`` or ``train`` depends on."""
     keys = PRETRAIN_KEYS if job == "pretrain" else TRAIN_KEYS
     return {k: spec[k] for k in keys if k in spec}
+
+
+def manifest_view(study: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a study's config that manifest validation reads (so that, e.g., a change to a
+    stage-1 model does not rerun validation and everything after it)."""
+    keys = ("labels", "labels_optional", "modalities", "cohort")
+    return {k: study[k] for k in keys if k in study}

@@ -46,7 +46,7 @@ rule validate_manifest:
         manifest=f"{RESULTS}/{{study}}/manifest.csv",
         info=f"{RESULTS}/{{study}}/cohort.json",
     params:
-        study=lambda wc: STUDIES[wc.study],
+        study=lambda wc: manifest_view(STUDIES[wc.study]),
         on_bad_input=CHECKED["on_bad_input"],
         stage=STAGE_VERSIONS["manifest"],
     log:

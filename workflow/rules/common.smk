@@ -9,6 +9,7 @@ from medflow.config import (
     check_config,
     fingerprint,
     ingest_suffix,
+    manifest_view,
     modalities_of_kind,
     spec_for,
 )

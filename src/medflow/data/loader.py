@@ -82,9 +82,16 @@ def make_loader(
     sampler: Sampler | None = None,
     drop_last: bool = False,
     pin_memory: bool = False,
+    persistent: bool = False,
 ) -> SeededLoader:
     """A loader over ``dataset``; with ``sampler``, ``shuffle`` is the sampler's business. A fresh
-    loader's first iteration is epoch 0."""
+    loader's first iteration is epoch 0.
+
+    ``persistent`` keeps the workers (and their open HDF5 files) from one pass to the next: right
+    for a loader read the same way every time (validation, inference), wrong for one that is
+    reseeded per epoch — torch seeds workers only when they start, so persistent workers would
+    carry the random state of earlier epochs and a resumed run would augment differently.
+    """
     generator = torch.Generator()
     generator.manual_seed(epoch_seed(seed, 0))
     loader = SeededLoader(
@@ -95,9 +102,7 @@ def make_loader(
         num_workers=workers,
         generator=generator,
         worker_init_fn=seed_worker,
-        # Not persistent: torch seeds workers only when they start, so persistent workers would carry
-        # the RNG state of earlier epochs and a resumed run would augment differently.
-        persistent_workers=False,
+        persistent_workers=persistent and workers > 0,
         drop_last=drop_last,
         pin_memory=pin_memory,
     )

@@ -121,13 +121,17 @@ def _native_fast(ds: Dataset) -> np.ndarray | None:
             f"{rows}×{cols}×{bits}-bit needs {rows * cols * dtype.itemsize}"
         )
     arr = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
-    if stored < bits:
-        if signed:
-            shift = bits - stored
-            arr = (arr << shift) >> shift
-        else:
-            arr = arr & np.array((1 << stored) - 1, dtype=dtype)
-    return arr
+    return _mask_unused_bits(arr, bits, stored, signed)
+
+
+def _mask_unused_bits(arr: np.ndarray, bits: int, stored: int, signed: bool) -> np.ndarray:
+    """What pydicom does with BitsStored < BitsAllocated: clear the high bits, or sign-extend."""
+    if stored >= bits:
+        return arr
+    if signed:
+        shift = bits - stored
+        return (arr << shift) >> shift
+    return arr & np.array((1 << stored) - 1, dtype=arr.dtype)
 
 
 def decode(ds: Dataset, path: str | Path = "") -> np.ndarray:
@@ -459,12 +463,7 @@ def read_native(path: Path, buffer: bytearray | None = None) -> tuple[np.ndarray
         if pixel[1] < count * dtype.itemsize or pixel[0] + count * dtype.itemsize > n:
             return None  # truncated: pydicom gives the detailed reason
         arr = np.frombuffer(buf, dtype=dtype, count=count, offset=pixel[0]).reshape(rows, cols)
-        if stored < bits:
-            if signed:
-                shift = bits - stored
-                arr = (arr << shift) >> shift
-            else:
-                arr = arr & np.array((1 << stored) - 1, dtype=dtype)
+        arr = _mask_unused_bits(arr, bits, stored, signed)
         header.setdefault("Modality", "")
         return arr, header
     except (_Unsupported, struct.error, UnicodeDecodeError, ValueError, TypeError, IndexError):

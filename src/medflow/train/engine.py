@@ -276,6 +276,8 @@ class Trainer:
         writer = self._writer(purge_step=start)
         done_early = bool(state is not None and state.get("stopped"))
         epochs_run: list[int] = []
+        epochs_bar = progress_bar(total=cfg.epochs, initial=start, desc="epochs", unit="epoch",
+                                  disable=not self.progress)
         try:
             for epoch in range(start, cfg.epochs):
                 if done_early:
@@ -313,10 +315,12 @@ class Trainer:
                     best_state,
                 )
                 epochs_run.append(epoch)
+                epochs_bar.update(1)
                 if stop:
                     log.info("early stopping after epoch %d: no better %s for %d epochs", epoch, monitor, bad_epochs)
                     break
         finally:
+            epochs_bar.close()
             if writer is not None:
                 writer.close()
         frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))

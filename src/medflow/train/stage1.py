@@ -259,6 +259,8 @@ def train(
             cfg.monitor = "val_loss"  # a contrastive loss has no AUC
     else:
         pos_weight = auto_pos_weight(labels) if cfg.pos_weight == "auto" else cfg.pos_weight
+        if spec.get("sampler") == "balanced" and cfg.pos_weight == "auto":
+            pos_weight = None  # the sampler already balances the classes
         model = build_network(data, spec, encoder)
         step = frozen_encoder_step(pos_weight) if encoder is not None else bce_step(pos_weight)
 
@@ -272,7 +274,7 @@ def train(
                                workers=cfg.workers, sampler=sampler, drop_last=len(train_set) > cfg.batch_size,
                                pin_memory=pin)
     val_loader = make_loader(val_set, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-                             workers=cfg.workers, pin_memory=pin)
+                             workers=cfg.workers, pin_memory=pin, persistent=job != "pretrain")
     print_key = fingerprint({"job": job, "spec": spec_for(job, spec), "label": label, "fold": fold,
                              "data": _data_key(data, splits_path), "stage": STAGE_VERSIONS["stage1"],
                              "encoder": _sha(encoder) if encoder else None})
@@ -282,8 +284,7 @@ def train(
                       progress=progress, rank=rank, world_size=world_size)
     trainer.fit(train_loader, val_loader)
     if job == "train" and rank == 0:
-        predict(data, spec, trainer.model_path, out_dir, label=label, device=device, batch_size=cfg.batch_size,
-                progress=progress)
+        predict(data, spec, trainer.model_path, out_dir, label=label, device=device, progress=progress)
     return trainer.model_path
 
 
@@ -300,20 +301,22 @@ def train_replicated(world_size: int, job: str, spec: dict[str, Any], **kwargs: 
     return launch(_rank_main, world_size, job, spec, kwargs)
 
 
-def _inference_loader(data: Stage1Data, spec: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
+def _inference_loader(data: Stage1Data, spec: dict[str, Any], device: torch.device) -> tuple[Any, Any]:
+    cfg = TrainConfig.from_mapping(spec.get("train"))
     dataset = make_dataset(data, data.table, spec, augment=False)
-    loader = make_loader(dataset, batch_size=batch_size * 2, shuffle=False, seed=0, workers=0)
+    loader = make_loader(dataset, batch_size=cfg.batch_size * 2, shuffle=False, seed=0, workers=cfg.workers,
+                         pin_memory=device.type == "cuda")
     return dataset, loader
 
 
 def predict(
     data: Stage1Data, spec: dict[str, Any], model_path: Path, out_dir: Path, *, label: str,
-    device: torch.device, batch_size: int, progress: bool = True,
+    device: torch.device, progress: bool = True,
 ) -> Path:
     """predictions.csv (one row per ingested sample, every split); slice stacks: the study score is
     the highest slice probability, and slice_predictions.csv holds every slice."""
     model = load_trained(data, spec, model_path).to(device)
-    dataset, loader = _inference_loader(data, spec, batch_size)
+    dataset, loader = _inference_loader(data, spec, device)
     probs = run_inference(model, loader, device, probabilities, desc="predict", progress=progress)
     table = data.table
     if isinstance(dataset, H5Slices):
@@ -342,12 +345,12 @@ def _slice_index(sample: np.ndarray) -> np.ndarray:
 def extract(
     spec: dict[str, Any], *, label: str, ingest_path: str | Path, splits_path: str | Path,
     manifest_path: str | Path, model_path: str | Path, out_path: str | Path, device: torch.device,
-    batch_size: int = 32, progress: bool = True,
+    progress: bool = True,
 ) -> Path:
     """The features file of one trained model: every ingested sample (every slice for slice stacks)."""
     data = load_data(ingest_path, splits_path, manifest_path, label)
     model = load_trained(data, spec, model_path).to(device)
-    dataset, loader = _inference_loader(data, spec, batch_size)
+    dataset, loader = _inference_loader(data, spec, device)
     features = run_inference(model, loader, device, feature_vectors, desc="features", progress=progress)
     offsets = None
     if isinstance(dataset, H5Slices):
