@@ -349,3 +349,19 @@ def test_load_efficientnet_and_monai_checkpoints(tmp_path):
     torch.testing.assert_close(
         model.state_dict()["encoder.layer0.conv1.weight"], monai_state["layer0.conv1.weight"]
     )
+
+
+def test_efficientnet_eval_mode_is_not_constant_after_a_short_training():
+    """A few training steps must leave BatchNorm statistics that separate inputs in eval mode."""
+    torch.manual_seed(0)
+    model = build_model("efficientnet_b0")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(8, 1, 32, 32) * 0.2  # inputs far from the N(0, 1) the initial statistics assume
+    for _ in range(20):
+        optimizer.zero_grad()
+        model(x + torch.rand_like(x) * 0.05).mean().backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        features = model.features(x)
+    assert features.std(0).mean() > 1e-4

@@ -8,6 +8,6 @@ STAGE_VERSIONS: dict[str, int] = {
     "manifest": 1,
     "ingest": 1,
     "split": 1,
-    "stage1": 1,
+    "stage1": 2,
     "features": 1,
 }

@@ -115,6 +115,13 @@ def _efficientnet_b0(in_channels: int) -> tuple[nn.Module, int]:
     net.features[0][0] = replace_stem(net.features[0][0], in_channels)
     dim = net.classifier[-1].in_features
     net.classifier = nn.Identity()
+    # EfficientNet's activations shrink block after block unless BatchNorm normalises them, and
+    # torchvision's momentum of 0.01 leaves the running statistics near their initial values for
+    # the few hundred steps of a medical cohort: in eval mode every input then gives the same
+    # output. A cumulative average (momentum None) tracks what training actually saw.
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None
     return net, dim
 
 
