@@ -1,5 +1,7 @@
 """Snakemake adapter: write a trained encoder's features (logic in medflow.train.stage1)."""
 
+from contextlib import nullcontext
+
 from medflow.logs import rule_log
 from medflow.train.devices import select_device, set_threads
 from medflow.train.stage1 import extract
@@ -7,8 +9,8 @@ from medflow.train.stage1 import extract
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0]):
     set_threads(smk.threads)
-    device, lease = select_device(smk.resources.gpu)
-    try:
+    device, lease = select_device(smk.resources.gpu)  # the lease holds the GPU lock until the job ends
+    with lease or nullcontext():
         extract(
             dict(smk.params.spec),
             label=smk.params.label,
@@ -19,6 +21,3 @@ with rule_log(smk.log[0]):
             out_path=smk.output.features,
             device=device,
         )
-    finally:
-        if lease is not None:
-            lease.close()

@@ -1,5 +1,7 @@
 """Snakemake adapter: pre-train or train one stage-1 network (logic in medflow.train.stage1)."""
 
+from contextlib import nullcontext
+
 from medflow.logs import rule_log
 from medflow.train.devices import select_device, set_threads
 from medflow.train.stage1 import train, train_replicated
@@ -7,7 +9,7 @@ from medflow.train.stage1 import train, train_replicated
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0]):
     set_threads(smk.threads)
-    device, lease = select_device(smk.resources.gpu)
+    device, lease = select_device(smk.resources.gpu)  # the lease holds the GPU lock until the job ends
     args = dict(
         label=smk.params.label,
         ingest_path=smk.input.data,
@@ -17,11 +19,8 @@ with rule_log(smk.log[0]):
         fold=smk.params.fold,
         encoder=smk.input.get("encoder") or None,
     )
-    try:
+    with lease or nullcontext():
         if lease is not None and len(lease.devices) > 1:  # gpu: N > 1 → data-parallel on the N leased GPUs
             train_replicated(len(lease.devices), smk.params.job, dict(smk.params.spec), **args)
         else:
             train(smk.params.job, dict(smk.params.spec), device=device, **args)
-    finally:
-        if lease is not None:
-            lease.close()

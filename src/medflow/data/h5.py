@@ -70,6 +70,7 @@ class _H5Base(Dataset):
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
+            self._images = self._file["images"]  # looked up once per open file, not per item
         return self._file
 
     def _finish(self, x: np.ndarray, mask: np.ndarray | None = None) -> torch.Tensor:
@@ -89,6 +90,7 @@ class _H5Base(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_file"] = None
+        state.pop("_images", None)
         state["_pid"] = -1
         return state
 
@@ -124,7 +126,7 @@ class H5Samples(_H5Base):
     def __getitem__(self, i: int) -> dict[str, Any]:
         f = self._h5()
         row = int(self.rows[i])
-        image = f["images"][row]
+        image = self._images[row]
         x = image if self.kind == "image" and image.ndim == 3 else image[None]  # RGB images are 3×H×W
         mask = f["masks"][row] if self.with_mask else None
         return {"x": self._finish(x, mask), "y": torch.tensor(self.labels[i], dtype=torch.float32), "index": i}
@@ -164,7 +166,8 @@ class H5Slices(_H5Base):
         return len(self.slices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        x = self._h5()["images"][int(self.slices[i])][None]
+        self._h5()
+        x = self._images[int(self.slices[i])][None]
         return {
             "x": self._finish(x),
             "y": torch.tensor(self.slice_labels[i], dtype=torch.float32),

@@ -16,7 +16,6 @@ training loader: :func:`partition` is the one place that decides who trains.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from medflow.data import H5Samples, H5Slices, Intensity, TwoViews, build_augment
 from medflow.data.samplers import BalancedSampler, ShardSampler
 from medflow.features import feature_vectors, probabilities, run_inference, write_features
 from medflow.io.atomic import atomic_path
+from medflow.io.hashing import sha256_file
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
 from medflow.stages import STAGE_VERSIONS
 from medflow.train.config import TrainConfig
@@ -57,6 +57,7 @@ class Stage1Data:
     window: tuple[float, float] | None
     table: pd.DataFrame  # sample_id, patient_id, center, split, fold, y — in ingest-file order
     slice_task: str | None  # slice stacks: the name of the per-slice label
+    source_hash: str  # the ingest file's record of what produced it
 
 
 def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: str | Path, label: str) -> Stage1Data:
@@ -68,6 +69,7 @@ def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: s
         has_mask = "masks" in f
         window = tuple(float(v) for v in f.attrs["window"]) if "window" in f.attrs else None
         slice_task = str(f["slice_label"].attrs.get("label", "slice_label")) if "slice_label" in f else None
+        source_hash = str(f.attrs.get("source_hash", ""))
     splits = pd.read_csv(splits_path, dtype={"sample_id": str, "patient_id": str, "center": str})
     manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
     if label not in manifest.columns:
@@ -86,7 +88,7 @@ def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: s
     if left_out:
         log.warning("%d sample(s) of the splits were left out by ingest (see its problems.csv), e.g. %s",
                     len(left_out), ", ".join(left_out[:5]))
-    return Stage1Data(ingest_path, kind, channels, has_mask, window, table, slice_task)
+    return Stage1Data(ingest_path, kind, channels, has_mask, window, table, slice_task, source_hash)
 
 
 def partition(table: pd.DataFrame, fold: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -199,18 +201,8 @@ def load_trained(data: Stage1Data, spec: dict[str, Any], model_path: str | Path)
 # ------------------------------------------------------------------------------------------- jobs
 
 
-def _sha(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _data_key(data: Stage1Data, splits_path: str | Path) -> list[str]:
-    with h5py.File(data.path, "r") as f:
-        source = str(f.attrs.get("source_hash", ""))
-    return [_sha(splits_path), source, str(data.path.stat().st_size)]
+    return [sha256_file(splits_path), data.source_hash, str(data.path.stat().st_size)]
 
 
 def train(
@@ -277,7 +269,7 @@ def train(
                              workers=cfg.workers, pin_memory=pin, persistent=job != "pretrain")
     print_key = fingerprint({"job": job, "spec": spec_for(job, spec), "label": label, "fold": fold,
                              "data": _data_key(data, splits_path), "stage": STAGE_VERSIONS["stage1"],
-                             "encoder": _sha(encoder) if encoder else None})
+                             "encoder": sha256_file(encoder) if encoder else None})
     metadata = {"model_name": spec["model"], "in_channels": in_channels(data, spec), "job": job, "fold": fold,
                 "label": label, "modality": spec["modality"]}
     trainer = Trainer(model, cfg, out_dir, device=device, step=step, fingerprint=print_key, metadata=metadata,

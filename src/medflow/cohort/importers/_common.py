@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,15 +18,6 @@ MAX_SHOWN = 5
 
 class ImporterError(ValueError):
     """The public layout cannot be imported; the message names the file and what was expected."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, streamed in 1 MiB chunks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def relative_to(path: str | os.PathLike[str], start: str | os.PathLike[str]) -> str:

@@ -18,10 +18,10 @@ import pandas as pd
 from medflow.cohort.importers._common import (
     ImporterError,
     relative_to,
-    sha256_file,
     write_csv_atomic,
     write_json_atomic,
 )
+from medflow.io.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

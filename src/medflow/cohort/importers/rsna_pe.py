@@ -31,11 +31,11 @@ import pandas as pd
 from medflow.cohort.importers._common import (
     ImporterError,
     relative_to,
-    sha256_file,
     shown,
     write_csv_atomic,
     write_json_atomic,
 )
+from medflow.io.hashing import sha256_file
 from medflow.logs import progress_bar
 from medflow.problems import Problem, write_problems
 
