@@ -23,6 +23,8 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/stage1.smk"
+include: "workflow/rules/stage2.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -81,7 +81,7 @@ def test_importer_source_needs_a_path(raw):
         (lambda s: s["stage1"]["tumour_us-sclresnet101"].update(model="se_resnext50_3d"), "does not fit modality 'tumour_us' of kind image"),
         (lambda s: s["stage1"]["tumour_us-sclresnet101"].update(label="lmn"), "label = 'lmn' is not one of the study's labels"),
         (lambda s: s["split"].update(folds=5), "fractions.val must be 0 with folds"),
-        (lambda s: s["stage2"]["dsaf3"]["inputs"].append("genes"), "'genes' is neither a stage1 model nor"),
+        (lambda s: s["stage2"]["dsaf3"]["inputs"].append("genes"), "input 'genes' is neither a stage1 model, an encoder nor a table"),
         (lambda s: s["split"].update(folds=1), "folds = 1 is not a cross-validation"),
     ],
 )

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from medflow.data import make_loader
-from medflow.features import read_features
 from medflow.ingest.h5out import utf8
+from medflow.io.features import read_features
 from medflow.models import MODEL_NAMES, build_model
 from medflow.split import make_splits
 from medflow.train import stage1

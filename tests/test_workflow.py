@@ -205,6 +205,10 @@ def tiny_stage1(config):
             "train": {"epochs": 2, "batch_size": 16, "workers": 0, "lr": 0.003},
         }
     }
+    study["stage2"] = {
+        "logreg": {"type": "logreg", "inputs": ["ct_patch-convnet"], "cv_folds": 2},
+        "rf": {"type": "rf", "inputs": ["ct_patch-convnet"], "cv_folds": 2, "grid": {"max_depth": [2]}},
+    }
     config["studies"] = {"lnmc": study}
 
 
@@ -218,20 +222,36 @@ def test_stage1_reruns_follow_the_config_change(tmp_path):
     proc = snakemake(workdir, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
-    def edit(path, change):
+    for head in ("logreg", "rf"):
+        frame = pd.read_csv(workdir / f"results/lnmc/stage2/{head}/predictions.csv")
+        assert set(frame.split) >= {"train", "val", "test"} and frame.y_prob.between(0, 1).all()
+        html = (workdir / f"results/lnmc/{head}_report.html").read_text()
+        assert "Grouping by patient was impossible" in html  # the patch file has no patient ids
+
+    def edit(path, change, part="stage1", name="ct_patch-convnet"):
         config = yaml.safe_load(path.read_text())
-        change(config["studies"]["lnmc"]["stage1"]["ct_patch-convnet"])
+        change(config["studies"]["lnmc"][part][name])
         path.write_text(yaml.safe_dump(config))
 
     config_path = workdir / "config/config.yaml"
     original = config_path.read_text()
     # the classifier's learning rate: stage B and what reads it, not the contrastive pre-training
     edit(config_path, lambda m: m["train"].update(lr=0.001))
-    assert job_counts(snakemake(workdir, "-n").stdout) == {"train_stage1": 1, "features": 1}
+    reports = {"evaluate": 3, "report": 3, "study_report": 1}  # the network, both heads, the overview
+    assert job_counts(snakemake(workdir, "-n").stdout) == {"train_stage1": 1, "features": 1, "stage2": 2, **reports}
     # the pre-training: everything of that model
     config_path.write_text(original)
     edit(config_path, lambda m: m["pretrain_train"].update(epochs=2))
-    assert job_counts(snakemake(workdir, "-n").stdout) == {"pretrain_stage1": 1, "train_stage1": 1, "features": 1}
+    assert job_counts(snakemake(workdir, "-n").stdout) == {
+        "pretrain_stage1": 1, "train_stage1": 1, "features": 1, "stage2": 2, **reports}
+    # one head's settings: that head only
+    config_path.write_text(original)
+    edit(config_path, lambda m: m.update(grid={"C": [0.5]}), "stage2", "logreg")
+    proc = snakemake(workdir, "-n")
+    assert job_counts(proc.stdout) == {"stage2": 1, "evaluate": 1, "report": 1, "study_report": 1}
+    assert "results/lnmc/stage2/logreg/" in proc.stdout and "results/lnmc/logreg_report.html" in proc.stdout
+    outputs = [line for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
+    assert not [line for line in outputs if "lnmc/rf" in line or "lnmc/stage2/rf" in line]
     # back to the original: the outputs are current again
     config_path.write_text(original)
     proc = snakemake(workdir, "-n")

@@ -138,14 +138,42 @@ def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
             out.append(f"{at}.pretrain = {model['pretrain']!r} is only available for 2D images (kind image or patches)")
         if model.get("pretrain", "none") != "none" and not model.get("augment"):
             out.append(f"{at}.augment is empty: contrastive pre-training needs augmentations to make two views")
-    known_inputs = set(study.get("stage1", {})) | set(modalities)
+    encoders = study.get("encoders", {})
+    for name, spec in encoders.items():
+        kind = modalities.get(spec["modality"], {}).get("kind")
+        want = "events" if spec["type"] == "events" else "notes"
+        if kind != want:
+            out.append(f"{where}.encoders.{name}.modality = {spec['modality']!r} must be a modality of kind {want}")
+        if name in study.get("stage1", {}):
+            out.append(f"{where}.encoders.{name}: the name is also a stage1 model (both write features/{name}.h5)")
+    table_like = set(modalities_of_kind(study, ("table",)))
+    known_inputs = set(study.get("stage1", {})) | table_like | set(encoders)
     for head, spec in study.get("stage2", {}).items():
-        for item in spec.get("inputs", []):
+        items = list(spec.get("inputs", [])) + list((spec.get("modalities") or {}).values())
+        if spec["type"] != "fusion_grid" and not spec.get("inputs"):
+            out.append(f"{where}.stage2.{head}.inputs is missing: name the stage1 models / tables it reads")
+        for item in items:
             if item not in known_inputs:
                 out.append(
-                    f"{where}.stage2.{head}.inputs: {item!r} is neither a stage1 model nor a modality "
-                    f"(known: {', '.join(sorted(known_inputs))})"
+                    f"{where}.stage2.{head}: input {item!r} is neither a stage1 model, an encoder nor a table "
+                    f"modality (known: {', '.join(sorted(known_inputs))})"
                 )
+        for task in spec.get("tasks", []):
+            if task not in labels:
+                out.append(f"{where}.stage2.{head}.tasks: {task!r} is not one of the study's labels")
+    from medflow.heads.specs import expand_heads, grid_problems
+
+    out += grid_problems(study, where)
+    if out:
+        return out
+    heads = expand_heads(study)
+    clash = sorted(set(heads) & set(study.get("stage1", {})))
+    if clash:
+        out.append(f"{where}: {', '.join(clash)} name both a stage1 model and a stage2 head (reports share names)")
+    for head, spec in study.get("stage2", {}).items():
+        unknown = [r for r in spec.get("compare_to", []) if r not in heads and r not in study.get("stage1", {})]
+        if unknown:
+            out.append(f"{where}.stage2.{head}.compare_to: {', '.join(map(repr, unknown))} are not models of the study")
     return out
 
 
@@ -207,4 +235,11 @@ def manifest_view(study: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a study's config that manifest validation reads (so that, e.g., a change to a
     stage-1 model does not rerun validation and everything after it)."""
     keys = ("labels", "labels_optional", "modalities", "cohort")
+    return {k: study[k] for k in keys if k in study}
+
+
+def report_view(study: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a study's config its reports print (so that a change to one model reruns that
+    model's report, not every report of the study)."""
+    keys = ("description", "sample_unit", "labels", "modalities", "split", "cohort")
     return {k: study[k] for k in keys if k in study}

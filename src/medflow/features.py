@@ -1,20 +1,15 @@
-"""Inference with a trained stage-1 network: probabilities for predictions.csv and feature vectors
-for stage 2 (``results/{study}/features/{model}.h5``, keyed by ``sample_id``, never by row order)."""
+"""Inference with a trained network: probabilities for predictions.csv and feature vectors for
+stage 2 (written with :mod:`medflow.io.features`, keyed by ``sample_id``, never by row order)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch import nn
 
-import medflow
-from medflow.ingest.h5out import utf8
-from medflow.io.atomic import atomic_path
 from medflow.logs import progress_bar
 from medflow.train.engine import autocast_dtype, to_device
 
@@ -28,14 +23,17 @@ def run_inference(
     *,
     desc: str = "inference",
     progress: bool = True,
+    key: str | None = "x",
 ) -> np.ndarray:
-    """``fn(model, x)`` over every batch of ``loader`` (in loader order) as one float32 array."""
+    """``fn(model, batch[key])`` over every batch of ``loader`` (in loader order) as one float32
+    array; ``key=None`` passes the whole batch dict (heads with several inputs)."""
     model.eval()
     dtype = autocast_dtype(device, "auto")
     channels_last = device.type == "cuda"
     out: list[np.ndarray] = []
     for batch in progress_bar(loader, desc=desc, unit="batch", disable=not progress):
-        x = to_device(batch, device, channels_last)["x"]
+        moved = to_device(batch, device, channels_last)
+        x = moved if key is None else moved[key]
         if dtype is None:
             values = fn(model, x)
         else:
@@ -51,36 +49,3 @@ def probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def feature_vectors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.features(x)
-
-
-def write_features(
-    path: str | Path,
-    sample_ids: Sequence[str],
-    features: np.ndarray,
-    *,
-    offsets: np.ndarray | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> None:
-    """The features contract: ``sample_id`` (N), ``features`` (N×D or S×D for slice stacks) float32,
-    ``offsets`` (N+1) for slice stacks; written atomically."""
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    n_rows = len(sample_ids) if offsets is None else int(offsets[-1])
-    if features.ndim != 2 or len(features) != n_rows:
-        raise ValueError(f"features of shape {features.shape} do not match {n_rows} rows")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("sample_id", data=utf8(sample_ids))
-        f.create_dataset("features", data=features, chunks=(min(max(len(features), 1), 256), features.shape[1]))
-        if offsets is not None:
-            f.create_dataset("offsets", data=np.asarray(offsets, dtype=np.int64))
-        f.attrs["medflow_version"] = medflow.__version__
-        f.attrs["feature_dim"] = features.shape[1]
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-
-
-def read_features(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """(sample ids, features, offsets or None) of a features file."""
-    with h5py.File(path, "r") as f:
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["sample_id"][:]]
-        offsets = f["offsets"][:] if "offsets" in f else None
-        return ids, f["features"][:], offsets

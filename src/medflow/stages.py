@@ -8,6 +8,10 @@ STAGE_VERSIONS: dict[str, int] = {
     "manifest": 1,
     "ingest": 1,
     "split": 1,
-    "stage1": 2,
+    "stage1": 3,
     "features": 1,
+    "encode": 1,
+    "stage2": 1,
+    "evaluate": 1,
+    "report": 1,
 }

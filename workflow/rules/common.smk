@@ -11,6 +11,7 @@ from medflow.config import (
     ingest_suffix,
     manifest_view,
     modalities_of_kind,
+    report_view,
     spec_for,
 )
 from medflow.stages import STAGE_VERSIONS
@@ -84,6 +85,8 @@ def all_targets():
         out += ingest_targets(study)
         out.append(f"{RESULTS}/{study}/splits.csv")
         out += stage1_targets(study)
+        out += stage2_targets(study)
+        out += report_targets(study)
     return out
 
 
@@ -146,3 +149,127 @@ SINGLE_MODELS = [m for s in STUDIES if not uses_folds(s) for m in STUDIES[s]["st
 wildcard_constraints:
     model=_escaped([m for s in STUDIES.values() for m in s["stage1"]]),
     fold=r"\d+",
+
+
+# --- encoders and stage 2 ----------------------------------------------------------------------
+
+from medflow.heads.specs import NEURAL_TYPES, expand_heads, input_files
+
+HEADS = {study: expand_heads(STUDIES[study]) for study in STUDIES}
+UNIMODAL_HEADS = [h for s in HEADS.values() for h, spec in s.items() if spec["type"] == "ehr_unimodal"]
+OTHER_HEADS = [h for s in HEADS.values() for h, spec in s.items() if spec["type"] != "ehr_unimodal"]
+
+
+wildcard_constraints:
+    encoder=_escaped([e for s in STUDIES.values() for e in s.get("encoders", {})]),
+    head=_escaped([h for s in HEADS.values() for h in s]),
+
+
+def encoder_spec(wildcards):
+    return STUDIES[wildcards.study]["encoders"][wildcards.encoder]
+
+
+def encoder_table(wildcards):
+    return f"{RESULTS}/{wildcards.study}/ingest/{encoder_spec(wildcards)['modality']}.parquet"
+
+
+def encoder_window(wildcards):
+    modality = STUDIES[wildcards.study]["modalities"][encoder_spec(wildcards)["modality"]]
+    return modality.get("window_hours", 48)
+
+
+def head_spec(wildcards):
+    return HEADS[wildcards.study][wildcards.head]
+
+
+def head_files(wildcards):
+    return input_files(STUDIES[wildcards.study], head_spec(wildcards), f"{RESULTS}/{wildcards.study}")
+
+
+def head_inputs(wildcards):
+    """Every file the head reads, named by role and input (``features_cxr-resnet18``...)."""
+    out = {
+        "splits": f"{RESULTS}/{wildcards.study}/splits.csv",
+        "manifest": f"{RESULTS}/{wildcards.study}/manifest.csv",
+    }
+    for role, named in head_files(wildcards).items():
+        for name, path in named.items():
+            out[f"{role}_{name}"] = path
+    return out
+
+
+def head_gpus(wildcards):
+    spec = head_spec(wildcards)
+    return spec.get("gpus", 1) if spec["type"] in NEURAL_TYPES else 0
+
+
+def stage2_targets(study):
+    return [f"{RESULTS}/{study}/stage2/{head}/predictions.csv" for head in HEADS[study]]
+
+
+# --- evaluation and reports -----------------------------------------------------------------------
+
+from medflow.report.targets import model_kinds, reference_models
+
+EVALUATION = CHECKED.get("evaluation", {})
+MODELS = {study: model_kinds(STUDIES[study], HEADS[study]) for study in STUDIES}
+
+
+wildcard_constraints:
+    stage="stage1|stage2",
+    name=_escaped([n for s in MODELS.values() for n in s]),
+
+
+def model_dir(study, name):
+    return f"{RESULTS}/{study}/{MODELS[study][name]}/{name}"
+
+
+def model_label(study, name):
+    kind = MODELS[study][name]
+    if kind == "stage1":
+        spec = STUDIES[study]["stage1"][name]
+        return spec.get("label") or STUDIES[study]["split"].get("stratify") or STUDIES[study]["labels"][0]
+    return HEADS[study][name]["tasks"][0]
+
+
+def model_spec(study, name):
+    return STUDIES[study]["stage1"][name] if MODELS[study][name] == "stage1" else HEADS[study][name]
+
+
+def evaluate_inputs(wildcards):
+    out = {"predictions": f"{RESULTS}/{wildcards.study}/{wildcards.stage}/{wildcards.name}/predictions.csv"}
+    if wildcards.stage == "stage2":
+        out["info"] = f"{RESULTS}/{wildcards.study}/stage2/{wildcards.name}/head.json"
+        image_head = HEADS[wildcards.study][wildcards.name].get("image_head")
+        if image_head:  # its slice_predictions.csv is written beside this predictions.csv
+            out["image_head"] = f"{RESULTS}/{wildcards.study}/stage2/{image_head}/predictions.csv"
+    return out
+
+
+def problem_files(study):
+    return [f"{RESULTS}/{study}/ingest/{m}.problems.csv" for m in STUDIES[study]["modalities"]]
+
+
+def report_inputs(wildcards):
+    study, name = wildcards.study, wildcards.name
+    base = model_dir(study, name)
+    out = {
+        "predictions": f"{base}/predictions.csv",
+        "metrics": f"{base}/metrics.json",
+        "splits": f"{RESULTS}/{study}/splits.csv",
+        "manifest": f"{RESULTS}/{study}/manifest.csv",
+        "cohort": f"{RESULTS}/{study}/cohort.json",
+        "problems": problem_files(study),
+    }
+    if MODELS[study][name] == "stage2":
+        out["info"] = f"{base}/head.json"
+        out["excluded"] = f"{base}/excluded.csv"
+    else:
+        out["history"] = f"{base}/history.csv" if not uses_folds(study) else []
+    refs = reference_models(STUDIES[study], HEADS[study], name)
+    out["references"] = [f"{model_dir(study, r)}/predictions.csv" for r in refs]
+    return out
+
+
+def report_targets(study):
+    return [f"{RESULTS}/{study}/{name}_report.html" for name in MODELS[study]] + [f"{RESULTS}/{study}/report.html"]

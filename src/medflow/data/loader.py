@@ -83,6 +83,7 @@ def make_loader(
     drop_last: bool = False,
     pin_memory: bool = False,
     persistent: bool = False,
+    collate_fn: Any = None,
 ) -> SeededLoader:
     """A loader over ``dataset``; with ``sampler``, ``shuffle`` is the sampler's business. A fresh
     loader's first iteration is epoch 0.
@@ -105,6 +106,7 @@ def make_loader(
         persistent_workers=persistent and workers > 0,
         drop_last=drop_last,
         pin_memory=pin_memory,
+        collate_fn=collate_fn,
     )
     loader.seed = seed
     return loader

@@ -27,6 +27,14 @@ class Classifier(nn.Module):
         self.feature_dim = feature_dim
         self.num_outputs = num_outputs
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_outputs))
+        self.norm: nn.Module = nn.Identity()
+
+    def normalise_features(self) -> Classifier:
+        """Standardise the features before the head (a linear probe on a frozen encoder): BatchNorm
+        without affine parameters and with cumulative statistics. Pre-trained features can have
+        any scale; without it the head's logits saturate and its ranking never moves."""
+        self.norm = nn.BatchNorm1d(self.feature_dim, affine=False, momentum=None)
+        return self
 
     def features(self, x: Tensor) -> Tensor:
         """Feature vector ``(B, feature_dim)`` used downstream (fusion, classical heads)."""
@@ -34,4 +42,4 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_outputs)``."""
-        return self.head(self.features(x))
+        return self.head(self.norm(self.features(x)))

@@ -67,14 +67,19 @@ StepFn = Callable[[nn.Module, dict[str, Any], torch.device], StepOutput]
 
 
 def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
-    out = {}
-    for key, value in batch.items():
+    """Move the batch's tensors (also inside lists, as heads with several inputs have) to ``device``."""
+
+    def move(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
             if channels_last and value.ndim == 4 and value.is_floating_point():
                 value = value.contiguous(memory_format=torch.channels_last)
-        out[key] = value
-    return out
+            return value
+        if isinstance(value, list | tuple):
+            return type(value)(move(v) for v in value)
+        return value
+
+    return {key: move(value) for key, value in batch.items()}
 
 
 def bce_step(pos_weight: float | None = None) -> StepFn:

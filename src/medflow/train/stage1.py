@@ -30,8 +30,9 @@ from torch import nn
 from medflow.config import fingerprint, spec_for
 from medflow.data import H5Samples, H5Slices, Intensity, TwoViews, build_augment, make_loader
 from medflow.data.samplers import BalancedSampler, ShardSampler
-from medflow.features import feature_vectors, probabilities, run_inference, write_features
+from medflow.features import feature_vectors, probabilities, run_inference
 from medflow.io.atomic import atomic_path
+from medflow.io.features import write_features
 from medflow.io.hashing import sha256_file
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
 from medflow.stages import STAGE_VERSIONS
@@ -173,7 +174,7 @@ class _HeadOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             features = self.model.features(x)
-        return self.model.head(features)
+        return self.model.head(self.model.norm(features))
 
 
 def build_network(data: Stage1Data, spec: dict[str, Any], encoder: str | Path | None = None) -> Classifier:
@@ -189,11 +190,14 @@ def build_network(data: Stage1Data, spec: dict[str, Any], encoder: str | Path | 
                              f"missing {[k for k in missing if k.startswith('encoder.')][:3]}")
         for p in model.encoder.parameters():
             p.requires_grad_(False)
+        model.normalise_features()
     return model
 
 
 def load_trained(data: Stage1Data, spec: dict[str, Any], model_path: str | Path) -> Classifier:
     model = build_model(spec["model"], in_channels=in_channels(data, spec), num_outputs=1)
+    if spec.get("pretrain", "none") != "none":
+        model.normalise_features()
     model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=False)["state_dict"])
     return model
 

@@ -1,0 +1,78 @@
+"""One model's metrics.json: the thresholds its head chose on validation (or, for a stage-1
+network, Youden J on its validation predictions), then :func:`evaluate_predictions`; for PE
+models with slice scores, the RSNA weighted log loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medflow.evaluate._frame import load_predictions
+from medflow.evaluate.metrics import evaluate_predictions, write_metrics
+from medflow.evaluate.pe import EXAM_WEIGHTS, rsna_pe_weighted_log_loss
+from medflow.evaluate.threshold import DegenerateThresholdWarning, youden_threshold
+
+log = logging.getLogger(__name__)
+
+
+def validation_thresholds(predictions: pd.DataFrame) -> dict[str, float]:
+    """Youden-J threshold per task on the ``val`` rows (0.5, with a warning, where val has one class)."""
+    out = {}
+    for task, rows in predictions.groupby("task"):
+        val = rows[(rows["split"] == "val") & rows["y_true"].notna() & rows["y_prob"].notna()]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DegenerateThresholdWarning)
+            out[str(task)] = float(youden_threshold(val["y_true"].to_numpy(float), val["y_prob"].to_numpy(float)))
+        for warning in caught:
+            log.warning("task %s: %s", task, warning.message)
+    return out
+
+
+def rsna_loss(predictions: pd.DataFrame, slices_path: Path) -> dict[str, Any] | None:
+    """The RSNA-STR PE loss per held-out split where every exam label and the slice scores exist."""
+    if not slices_path.is_file() or not set(EXAM_WEIGHTS) <= set(predictions["task"]):
+        return None
+    slices = pd.read_csv(slices_path, dtype={"sample_id": str})
+    out = {}
+    for split in ("test", "external", "val"):
+        exams = predictions[(predictions["split"] == split) & predictions["task"].isin(list(EXAM_WEIGHTS))]
+        images = slices[slices["sample_id"].isin(set(exams["sample_id"]))]
+        if exams.empty or exams["y_true"].isna().any() or images["y_true"].isna().any():
+            continue
+        out[split] = rsna_pe_weighted_log_loss(exams, images)
+    return out or None
+
+
+def evaluate_model(
+    predictions: str | Path, out_path: str | Path, *, head_info: str | Path | None = None,
+    slice_predictions: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+) -> Path:
+    """``slice_predictions``: per-slice scores that complete the RSNA loss of an exam-level PE
+    model (by default the model's own slice_predictions.csv, where it has one)."""
+    frame = load_predictions(predictions)
+    info = json.loads(Path(head_info).read_text()) if head_info else {}
+    if info.get("thresholds"):
+        thresholds = {k: float(v) for k, v in info["thresholds"].items()}
+        rule = info.get("threshold_rule", "chosen on the validation split")
+    else:
+        thresholds = validation_thresholds(frame)
+        rule = "Youden J on the validation predictions (out-of-fold predictions with cross-validation)"
+    missing = sorted(set(frame["task"]) - set(thresholds))
+    if missing:
+        thresholds.update(validation_thresholds(frame[frame["task"].isin(missing)]))
+    metrics = evaluate_predictions(frame, thresholds, n_boot=n_boot, seed=seed)
+    metrics["thresholds"] = thresholds
+    metrics["threshold_rule"] = rule
+    loss = rsna_loss(frame, Path(slice_predictions or Path(predictions).with_name("slice_predictions.csv")))
+    if loss:
+        metrics["rsna_weighted_log_loss"] = loss
+    write_metrics(metrics, out_path)
+    log.info("wrote %s (%d task(s); thresholds %s)", out_path, len(metrics["tasks"]),
+             {k: round(v, 3) for k, v in thresholds.items() if np.isfinite(v)})
+    return Path(out_path)

@@ -1,0 +1,141 @@
+"""Classical baselines (SVM, random forest, GBDT, XGBoost, logistic regression) on any set of
+feature inputs, in scikit-learn's fit/predict shape.
+
+Scaling and optional PCA live inside the pipeline, so cross-validation refits them per fold; the
+hyper-parameter search is a grid over patient-grouped, stratified folds of the *training* split
+(the validation split only picks the decision threshold, the test split is never seen).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from medflow.heads.inputs import HeadData
+from medflow.heads.tabular import DesignMatrix
+
+log = logging.getLogger(__name__)
+
+CLASSICAL_TYPES = ("svm", "rf", "gbdt", "xgboost", "logreg")
+
+
+def _xgboost(seed: int, device: Any) -> Any:
+    from xgboost import XGBClassifier
+
+    where = "cuda" if getattr(device, "type", "cpu") == "cuda" else "cpu"
+    return XGBClassifier(tree_method="hist", device=where, random_state=seed, n_jobs=1, eval_metric="logloss",
+                         colsample_bytree=0.5)
+
+
+def estimator(kind: str, seed: int, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+    """The estimator of ``kind`` and its default search grid (the published settings are in it)."""
+    if kind == "svm":  # published: linear kernel, C = 0.002; probabilities by Platt scaling on inner folds
+        svc = SVC(kernel="linear", random_state=seed)
+        return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False), {"C": [0.002, 0.02, 0.2, 2.0]}
+    if kind == "rf":  # published: 375 trees, leaf 30, split 60, depth 7, entropy
+        return (RandomForestClassifier(n_estimators=375, criterion="entropy", random_state=seed, n_jobs=1),
+                {"max_depth": [7], "min_samples_leaf": [1, 5]})
+    if kind == "gbdt":  # published: 45 estimators
+        return (GradientBoostingClassifier(random_state=seed, subsample=0.8, max_features="sqrt"),
+                {"n_estimators": [45, 150], "max_depth": [2], "learning_rate": [0.1]})
+    if kind == "xgboost":
+        return _xgboost(seed, device), {"n_estimators": [100, 300], "max_depth": [2], "learning_rate": [0.05]}
+    if kind == "logreg":
+        return LogisticRegression(max_iter=5000), {"C": [0.001, 0.01, 0.1, 1.0]}
+    raise ValueError(f"unknown classical head type {kind!r}; known: {', '.join(CLASSICAL_TYPES)}")
+
+
+def group_folds(y: np.ndarray, groups: np.ndarray, wanted: int, seed: int) -> StratifiedGroupKFold | None:
+    """Patient-grouped stratified folds, as many as the rarer class and the patients allow."""
+    positives = len(np.unique(groups[y == 1]))
+    negatives = len(np.unique(groups[y == 0]))
+    folds = min(wanted, positives, negatives)
+    if folds < 2:
+        return None
+    return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+class ClassicalHead:
+    """One tuned pipeline per task: design matrix → StandardScaler → [PCA] → estimator."""
+
+    def __init__(self, spec: Mapping[str, Any], tasks: list[str]) -> None:
+        self.kind = spec["type"]
+        self.inputs = list(spec["inputs"])
+        self.tasks = tasks
+        self.seed = int(spec.get("seed", 0))
+        self.cv_folds = int(spec.get("cv_folds", 5))
+        self.reduce = spec.get("reduce")  # PCA components (int) or None
+        self.grid_override = dict(spec.get("grid") or {})
+
+    def _pipeline(self, device: Any = None) -> tuple[Pipeline, dict[str, list[Any]]]:
+        model, grid = estimator(self.kind, self.seed, device)
+        grid.update(self.grid_override)
+        steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
+        if self.reduce:
+            steps.append(("reduce", PCA(n_components=int(self.reduce), random_state=self.seed)))
+        steps.append(("model", model))
+        inner = "model__estimator__" if isinstance(model, CalibratedClassifierCV) else "model__"
+        return Pipeline(steps), {f"{inner}{k}": list(v) for k, v in grid.items()}
+
+    def fit(self, train: HeadData, val: HeadData, out_dir: Any = None, device: Any = None) -> ClassicalHead:
+        """Tune and fit on ``train`` (``val`` is not used: it picks the threshold afterwards);
+        XGBoost runs on ``device`` when that is a GPU."""
+        self.design_ = DesignMatrix(self.inputs).fit(train)
+        x = self.design_.transform(train)
+        if self.reduce and int(self.reduce) > min(x.shape):
+            raise ValueError(f"reduce = {self.reduce} PCA components, but the training data is {x.shape[0]}×{x.shape[1]}")
+        self.models_: dict[str, Any] = {}
+        self.search_: dict[str, dict[str, Any]] = {}
+        labels = train.labels()
+        for t, task in enumerate(self.tasks):
+            known = ~np.isnan(labels[:, t])
+            y, groups = labels[known, t].astype(int), train.groups[known]
+            if len(np.unique(y)) < 2:
+                raise ValueError(f"task {task!r}: the training split holds a single class; nothing to learn")
+            pipeline, grid = self._pipeline(device)
+            folds = group_folds(y, groups, self.cv_folds, self.seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                if folds is None or all(len(v) == 1 for v in grid.values()):
+                    log.warning("task %s: too few patients per class for grouped CV; fitting the default settings", task)
+                    pipeline.set_params(**{k: v[0] for k, v in grid.items()})
+                    self.models_[task] = pipeline.fit(x[known], y)
+                    self.search_[task] = {"best_params": {k: v[0] for k, v in grid.items()}, "cv_auc": None}
+                    continue
+                search = GridSearchCV(pipeline, grid, scoring="roc_auc", cv=folds, n_jobs=1, refit=True,
+                                      error_score=np.nan)
+                search.fit(x[known], y, groups=groups)
+            self.models_[task] = search.best_estimator_
+            self.search_[task] = {
+                "best_params": {k.rsplit("__", 1)[-1]: _plain(v) for k, v in search.best_params_.items()},
+                "cv_auc": float(search.best_score_), "folds": folds.get_n_splits(),
+            }
+            log.info("%s / %s: grouped %d-fold CV AUC %.3f with %s", self.kind, task, folds.get_n_splits(),
+                     search.best_score_, self.search_[task]["best_params"])
+        return self
+
+    def predict_proba(self, data: HeadData) -> np.ndarray:
+        x = self.design_.transform(data)
+        return np.column_stack([self.models_[task].predict_proba(x)[:, 1] for task in self.tasks])
+
+    def save(self, out_dir: Any) -> dict[str, Any]:
+        joblib.dump({"design": self.design_, "models": self.models_}, out_dir / "model.joblib")
+        return {"model_file": "model.joblib", "search": self.search_}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,129 @@
+"""Fitting one stage-2 head end to end: inputs joined by id → fit on train (selection on val) →
+probabilities for every split → the decision threshold chosen on validation (Youden J) →
+``predictions.csv``, ``excluded.csv`` and ``head.json`` (type, tasks, thresholds, model file)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medflow.evaluate.threshold import youden_threshold
+from medflow.heads.inputs import HeadData, load_head_data
+from medflow.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("sample_id", "patient_id", "split", "center", "task", "y_true", "y_prob")
+# type → "module:class", imported on use: a classical or late-fusion head never pays for torch
+HEAD_TYPES = {
+    "dsaf": "dsaf:DSAFHead", "lstm_image": "sequence:ImageLSTM", "lstm_study": "sequence:StudyLSTM",
+    "ehr_unimodal": "ehr:EHRHead", "ehr_joint": "ehr:EHRHead", "ehr_early": "ehr:EHRHead",
+    "ehr_late": "late:LateFusionHead",
+    **dict.fromkeys(("svm", "rf", "gbdt", "xgboost", "logreg"), "classical:ClassicalHead"),
+}  # fmt: skip
+
+
+def build_head(spec: Mapping[str, Any], tasks: list[str]) -> Any:
+    try:
+        module, name = HEAD_TYPES[spec["type"]].split(":")
+    except KeyError:
+        raise ValueError(f"unknown head type {spec['type']!r}; known: {', '.join(sorted(HEAD_TYPES))}") from None
+    return getattr(importlib.import_module(f"medflow.heads.{module}"), name)(spec, tasks)
+
+
+def decision_thresholds(val: HeadData, probs: np.ndarray, tasks: list[str]) -> dict[str, float]:
+    """Youden-J threshold per task on the validation split only."""
+    labels = val.labels()
+    out = {}
+    for t, task in enumerate(tasks):
+        known = ~np.isnan(labels[:, t]) & ~np.isnan(probs[:, t])
+        y, p = labels[known, t], probs[known, t]
+        if len(np.unique(y)) < 2:
+            log.warning("task %s: the validation split holds a single class; threshold 0.5", task)
+            out[task] = 0.5
+        else:
+            out[task] = float(youden_threshold(y, p))
+    return out
+
+
+def long_predictions(data: HeadData, probs: np.ndarray, tasks: list[str]) -> pd.DataFrame:
+    frames = []
+    labels = data.labels()
+    for t, task in enumerate(tasks):
+        frames.append(data.table[["sample_id", "patient_id", "split", "center"]].assign(
+            task=task, y_true=labels[:, t], y_prob=probs[:, t]))
+    return pd.concat(frames, ignore_index=True)[list(PREDICTION_COLUMNS)]
+
+
+def derived_pe(frame: pd.DataFrame) -> pd.DataFrame:
+    """RSNA exams: P(PE) = 1 − P(negative_exam_for_pe), added as task ``pe`` when it is absent."""
+    if "negative_exam_for_pe" not in set(frame["task"]) or "pe" in set(frame["task"]):
+        return frame
+    negative = frame[frame["task"] == "negative_exam_for_pe"]
+    pe = negative.assign(task="pe", y_true=1.0 - negative["y_true"], y_prob=1.0 - negative["y_prob"])
+    return pd.concat([frame, pe], ignore_index=True)
+
+
+def run_head(
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    splits: str | Path,
+    manifest: str | Path,
+    files: Mapping[str, Mapping[str, str]],
+    out_dir: str | Path,
+    device: Any = None,
+) -> Path:
+    """Fit head ``name`` and write its outputs into ``out_dir``; returns the predictions path.
+    ``device``: the torch device of neural heads (None: the CPU)."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = list(spec["tasks"])
+    variables = spec.get("variables") or {}
+    data = load_head_data(
+        splits=splits, manifest=manifest, tasks=tasks, features=files.get("features"),
+        tables={n: (p, variables.get(n)) for n, p in (files.get("tables") or {}).items()},
+        predictions=files.get("predictions"),
+        slice_labels=next(iter((files.get("slices") or {}).values()), None),
+    )
+    train, val = data.split("train"), data.split("val")
+    if not len(train):
+        raise ValueError(f"head {name}: no training samples have all of its inputs")
+    log.info("head %s (%s): %d samples (%d train, %d val), %d excluded", name, spec["type"], len(data),
+             len(train), len(val), len(data.excluded))
+    head = build_head(spec, tasks).fit(train, val, out_dir, device)
+    probs = head.predict_proba(data)
+    thresholds = decision_thresholds(val, head.predict_proba(val), tasks) if len(val) else dict.fromkeys(tasks, 0.5)
+    frame = derived_pe(long_predictions(data, probs, tasks))
+    if "pe" in set(frame["task"]) and "pe" not in thresholds:
+        neg = thresholds.get("negative_exam_for_pe", 0.5)
+        val_pe = frame[(frame["task"] == "pe") & (frame["split"] == "val")]
+        known = val_pe["y_true"].notna()
+        thresholds["pe"] = (float(youden_threshold(val_pe["y_true"][known].to_numpy(), val_pe["y_prob"][known].to_numpy()))
+                            if val_pe["y_true"][known].nunique() == 2 else 1.0 - neg)
+    if hasattr(head, "write_extras"):
+        head.write_extras(data, out_dir)
+    with atomic_path(out_dir / "excluded.csv") as tmp:
+        data.excluded.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    info = {
+        "head": name, "type": spec["type"], "inputs": list(spec["inputs"]), "tasks": sorted(set(frame["task"])),
+        "thresholds": thresholds, "threshold_rule": "Youden J on the validation split",
+        "n_samples": len(data), "n_excluded": len(data.excluded),
+        "n_by_split": {k: int(v) for k, v in data.table["split"].value_counts().items()},
+        "seconds": round(time.perf_counter() - started, 2), "spec": dict(spec), **head.save(out_dir),
+    }
+    with atomic_path(out_dir / "head.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+    log.info("head %s done in %.1f s; thresholds %s", name, info["seconds"], thresholds)
+    return out_dir / "predictions.csv"

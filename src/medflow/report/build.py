@@ -1,0 +1,139 @@
+"""From a model's files to its report: read predictions, metrics, training history, cohort files
+and the reference models' predictions, compute the paired comparisons, render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medflow.evaluate.compare import compare_heads
+from medflow.report.context import cohort_flow, provenance
+from medflow.report.render import render_head_report, render_study_report
+
+COMPARED_SPLITS = ("test", "external")
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"sample_id": str, "patient_id": str, "center": str, "split": str, "task": str})
+
+
+def _maybe_json(path: str | Path | None) -> dict[str, Any] | None:
+    return json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
+
+
+def comparisons(
+    predictions: pd.DataFrame, references: Mapping[str, str | Path], *, n_boot: int, seed: int,
+) -> list[dict[str, Any]]:
+    """Paired DeLong and patient-bootstrap ΔAUC of this model against each reference, per shared
+    task and held-out split, on the samples both scored (joined on sample_id)."""
+    rows = []
+    for other, path in references.items():
+        reference = read_predictions(path)
+        for task in sorted(set(predictions["task"]) & set(reference["task"])):
+            for split in COMPARED_SPLITS:
+                a = predictions[(predictions["task"] == task) & (predictions["split"] == split)]
+                b = reference[(reference["task"] == task) & (reference["split"] == split)]
+                if a.empty or b.empty:
+                    continue
+                result = compare_heads(a, b, task=task, split=split, n_boot=n_boot, seed=seed)
+                delong, boot = result.get("delong"), result.get("bootstrap")
+                if not delong or not boot:
+                    continue
+                rows.append({"other": other, "task": task, "split": split, "n": result["n"],
+                             "auc_a": delong["auc_a"], "auc_b": delong["auc_b"], "diff": delong["diff"],
+                             "ci": boot["ci"], "p_delong": delong["p_value"], "p_boot": boot.get("p_value"),
+                             "only_here": result.get("n_only_in_a"), "only_there": result.get("n_only_in_b")})
+    return rows
+
+
+def build_head_report(
+    out_path: str | Path,
+    *,
+    study_name: str,
+    study: Mapping[str, Any],
+    config: Mapping[str, Any],
+    name: str,
+    kind: str,
+    spec: Mapping[str, Any],
+    predictions: str | Path,
+    metrics: str | Path,
+    splits: str | Path,
+    manifest: str | Path,
+    label: str,
+    cohort_info: str | Path | None = None,
+    problems: Sequence[str | Path] = (),
+    head_info: str | Path | None = None,
+    history: str | Path | None = None,
+    excluded: str | Path | None = None,
+    references: Mapping[str, str | Path] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Path:
+    frame = read_predictions(predictions)
+    info = _maybe_json(head_info)
+    history_frame = pd.read_csv(history) if history and Path(history).is_file() else None
+    run_seconds = (info or {}).get("seconds")
+    if run_seconds is None and history_frame is not None and "seconds" in history_frame:
+        run_seconds = float(history_frame["seconds"].sum())
+    flow = cohort_flow(manifest, splits, label, problems=problems, excluded=excluded, cohort_info=cohort_info)
+    return render_head_report(
+        out_path, study_name=study_name, study=study, head=name, kind=kind, spec=spec, predictions=frame,
+        metrics=json.loads(Path(metrics).read_text()), flow=flow,
+        provenance=provenance(config=config, manifest=manifest, predictions=predictions, run_seconds=run_seconds),
+        head_info=info, history=history_frame,
+        comparisons=comparisons(frame, references or {}, n_boot=n_boot, seed=seed), n_boot=n_boot,
+    )
+
+
+def _lookup(splits: Mapping[str, Any], split: str, *keys: str) -> Any:
+    value: Any = splits.get(split) or {}
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def summary_rows(name: str, kind: str, metrics: Mapping[str, Any], link: str) -> list[dict[str, Any]]:
+    rows = []
+    for task, task_metrics in metrics.get("tasks", {}).items():
+        splits = task_metrics.get("splits", {})
+        rows.append({
+            "name": name, "kind": kind, "task": task, "link": link,
+            "test_auc": _lookup(splits, "test", "auroc", "value"),
+            "test_ci": _lookup(splits, "test", "auroc", "delong_ci"),
+            "external_auc": _lookup(splits, "external", "auroc", "value"),
+            "external_ci": _lookup(splits, "external", "auroc", "delong_ci"),
+            "val_auc": _lookup(splits, "val", "auroc", "value"),
+            "test_sensitivity": _lookup(splits, "test", "sensitivity", "value"),
+            "test_specificity": _lookup(splits, "test", "specificity", "value"),
+            "test_brier": _lookup(splits, "test", "brier"),
+        })
+    return rows
+
+
+def build_study_report(
+    out_path: str | Path,
+    *,
+    study_name: str,
+    study: Mapping[str, Any],
+    config: Mapping[str, Any],
+    models: Mapping[str, tuple[str, str | Path, str | Path]],
+    splits: str | Path,
+    manifest: str | Path,
+    label: str,
+    cohort_info: str | Path | None = None,
+    problems: Sequence[str | Path] = (),
+) -> Path:
+    """``models``: name → (kind, metrics.json, predictions.csv)."""
+    summaries = []
+    for name, (kind, metrics_path, _predictions) in models.items():
+        summaries += summary_rows(name, kind, json.loads(Path(metrics_path).read_text()), f"{name}_report.html")
+    flow = cohort_flow(manifest, splits, label, problems=problems, cohort_info=cohort_info)
+    first = next(iter(models.values()))[2] if models else manifest
+    return render_study_report(
+        out_path, study_name=study_name, study=study, summaries=summaries, flow=flow,
+        provenance=provenance(config=config, manifest=manifest, predictions=first, run_seconds=None),
+    )

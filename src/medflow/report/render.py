@@ -1,0 +1,250 @@
+"""The self-contained HTML report of one model (stage-1 network or stage-2 head) and the study
+overview. Jinja2 with autoescaping: every text that comes from data (centre names, ids, column
+names, reasons) is escaped, so a centre called ``<script>…`` shows as text."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from medflow.io.atomic import atomic_path
+from medflow.report import figures
+
+SPLIT_ORDER = ("test", "external", "val", "train")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ci(value: Any) -> str:
+    if not value or any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in value):
+        return ""
+    return f"({value[0]:.3f}–{value[1]:.3f})"
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _pval(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _seconds(value: Any) -> str:
+    return "—" if value is None else f"{value:.0f} s"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("medflow.report").joinpath("templates"))),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters.update(num=_num, ci=_ci, pct=_pct, pval=_pval, seconds=_seconds)
+    return env
+
+
+def css() -> str:
+    return resources.files("medflow.report").joinpath("templates/base.css").read_text(encoding="utf-8")
+
+
+def ordered_splits(present: Sequence[str]) -> list[str]:
+    return [s for s in SPLIT_ORDER if s in present] + sorted(set(present) - set(SPLIT_ORDER))
+
+
+def metric_rows(task_metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One table row per split from a task's metrics (see :mod:`medflow.evaluate.metrics`)."""
+    rows = []
+    splits = task_metrics.get("splits", {})
+    for split in ordered_splits(list(splits)):
+        m = splits[split]
+        auroc, auprc = m.get("auroc") or {}, m.get("auprc") or {}
+        calibration = m.get("calibration") or {}
+        row = {"split": split, "n": m.get("n"), "n_patients": m.get("n_patients"), "prevalence": m.get("prevalence"),
+               "auroc": auroc.get("value"), "auroc_delong": auroc.get("delong_ci"), "auroc_boot": auroc.get("bootstrap_ci"),
+               "auprc": auprc.get("value"), "auprc_ci": auprc.get("bootstrap_ci"), "brier": m.get("brier"),
+               "cal_intercept": calibration.get("intercept"), "cal_slope": calibration.get("slope"),
+               "note": auroc.get("reason") or m.get("reason")}
+        for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
+            value = m.get(key) or {}
+            row[key], row[f"{key}_ci"] = value.get("value"), value.get("ci")
+        rows.append(row)
+    return rows
+
+
+def task_figures(task: str, task_metrics: Mapping[str, Any], predictions: pd.DataFrame) -> list[dict[str, str]]:
+    rows = predictions[predictions["task"] == task]
+    splits = task_metrics.get("splits", {})
+    present = ordered_splits([s for s in splits if s != "train"])
+    aucs = {s: (splits[s].get("auroc") or {}).get("value") or float("nan") for s in present}
+    out = [{"src": figures.roc_figure(rows, aucs, present), "alt": f"ROC curves for {task}"},
+           {"src": figures.pr_figure(rows, present), "alt": f"precision-recall curves for {task}"}]
+    curves = {s: (splits[s].get("calibration") or {}).get("curve") or {} for s in present}
+    out.append({"src": figures.calibration_figure(curves), "alt": f"calibration of {task}"})
+    main = present[0] if present else None
+    if main:
+        dca = splits[main].get("decision_curve") or {}
+        out.append({"src": figures.decision_curve_figure(dca, main), "alt": f"decision curve for {task}"})
+        confusion = splits[main].get("confusion")
+        if confusion:
+            out.append({"src": figures.confusion_figure(confusion, main), "alt": f"confusion matrix for {task}"})
+    return out
+
+
+def headline(task: str, task_metrics: Mapping[str, Any]) -> str | None:
+    parts = []
+    for split in ("test", "external"):
+        m = task_metrics.get("splits", {}).get(split)
+        if not m:
+            continue
+        auroc = m.get("auroc") or {}
+        if auroc.get("value") is not None:
+            parts.append(f"{split} AUROC {_num(auroc['value'])} {_ci(auroc.get('delong_ci'))} (n = {m.get('n')})")
+    return f"{task}: " + "; ".join(parts) if parts else None
+
+
+def split_text(study: Mapping[str, Any], grouping: str) -> str:
+    split = study["split"]
+    fractions = ", ".join(f"{k} {v:g}" for k, v in split["fractions"].items())
+    text = (f"Patient-grouped, stratified on {split.get('stratify') or study['labels'][0]} (seed {split['seed']}): "
+            f"{fractions}.")
+    if split.get("external_centers"):
+        text += f" Centre(s) {', '.join(map(str, split['external_centers']))} held out entirely as the external split."
+    if split.get("folds"):
+        text += (f" {split['folds']} grouped folds over the training part; each training sample is scored by the "
+                 "model that did not see it, test samples by the mean of the fold models.")
+    if grouping == "none":
+        text += " Patient ids are unknown for this cohort, so each sample was its own group."
+    return text
+
+
+def render_head_report(
+    out_path: str | Path,
+    *,
+    study_name: str,
+    study: Mapping[str, Any],
+    head: str,
+    kind: str,
+    spec: Mapping[str, Any],
+    predictions: pd.DataFrame,
+    metrics: Mapping[str, Any],
+    flow: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    head_info: Mapping[str, Any] | None = None,
+    history: pd.DataFrame | None = None,
+    comparisons: Sequence[Mapping[str, Any]] = (),
+    n_boot: int = 1000,
+) -> Path:
+    tasks = []
+    centres = []
+    thresholds = (head_info or {}).get("thresholds") or metrics.get("thresholds") or {}
+    for task, task_metrics in metrics.get("tasks", {}).items():
+        tasks.append({"name": task, "threshold": thresholds.get(task), "rows": metric_rows(task_metrics),
+                      "figures": task_figures(task, task_metrics, predictions), "extra": task_metrics.get("note")})
+        for row in task_metrics.get("centers", []):
+            auroc = row.get("auroc") or {}
+            centres.append({"task": task, "split": row.get("split"), "center": row.get("center"), "n": row.get("n"),
+                            "prevalence": row.get("prevalence"), "auroc": auroc.get("value"),
+                            "ci": auroc.get("delong_ci")})
+    warnings = list(flow.get("warnings", []))
+    if flow.get("grouping") == "none":
+        warnings.append("Grouping by patient was impossible (the cohort has no patient ids): samples of one "
+                        "patient may sit in different splits, so these estimates may be optimistic.")
+    training = {}
+    if head_info:
+        for key in ("best_epoch", "epochs_run", "monitor", "best_metric", "n_excluded", "seconds"):
+            if head_info.get(key) is not None:
+                training[key.replace("_", " ")] = head_info[key]
+        for task, search in (head_info.get("search") or {}).items():
+            training[f"grid search ({task})"] = f"best {search.get('best_params')}, grouped-CV AUC {_num(search.get('cv_auc'))}"
+    if history is not None and len(history):
+        best = history.loc[history["val_auc"].idxmax()] if history["val_auc"].notna().any() else history.iloc[-1]
+        training.setdefault("epochs run", len(history))
+        training.setdefault("best epoch (validation)", int(best["epoch"]))
+    figs = {"history": figures.history_figure(history) if history is not None and len(history) else None,
+            "comparison": None}
+    if comparisons:
+        forest = {}
+        for row in comparisons:
+            if row["split"] in ("test", "external") and row.get("task") == comparisons[0].get("task"):
+                forest.setdefault(f"{head} ({row['split']})", {"name": f"{head} ({row['split']})", "auc": row["auc_a"],
+                                                               "ci": None, "this": True})
+                forest[f"{row['other']} ({row['split']})"] = {"name": f"{row['other']} ({row['split']})",
+                                                              "auc": row["auc_b"], "ci": None}
+        rows = [r for r in forest.values() if r["auc"] is not None]
+        figs["comparison"] = figures.comparison_figure(rows) if rows else None
+    headlines = [h for h in (headline(t, m) for t, m in metrics.get("tasks", {}).items()) if h]
+    for split, loss in (metrics.get("rsna_weighted_log_loss") or {}).items():
+        headlines.append(f"RSNA-STR PE weighted log loss ({split}, {loss.get('n_studies')} studies): "
+                         f"{_num(loss.get('loss'), 4)} (exam part {_num(loss.get('exam_loss'), 4)}, "
+                         f"image part {_num(loss.get('image_loss'), 4)})")
+    page = environment().get_template("head.html.j2").render(
+        css=css(), study=study_name, head=head, description=study.get("description", ""), kind=kind,
+        headlines=headlines,
+        warnings=warnings, flow=flow, n_scored=int(predictions["sample_id"].nunique()),
+        modalities=study["modalities"], inputs=list(spec.get("inputs") or [spec.get("modality", "")]),
+        split_text=split_text(study, flow.get("grouping", "patient")), model_text=_model_text(kind, spec),
+        training=training, figures=figs, spec_json=json.dumps(dict(spec), indent=2, default=str),
+        tasks=tasks, centres=centres, comparisons=list(comparisons), provenance=provenance, n_boot=n_boot,
+        threshold_rule=(head_info or {}).get("threshold_rule") or metrics.get("threshold_rule", "Youden J"),
+    )
+    with atomic_path(out_path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return Path(out_path)
+
+
+MODEL_TEXT = {
+    "dsaf": "DSAF attention fusion of the image feature vectors (and the clinical variables for DSAF-3).",
+    "svm": "Support-vector machine (linear kernel, Platt-scaled probabilities) on the concatenated inputs.",
+    "rf": "Random forest on the concatenated inputs.", "gbdt": "Gradient-boosted decision trees on the concatenated inputs.",
+    "xgboost": "XGBoost on the concatenated inputs.", "logreg": "L2-regularised logistic regression on the concatenated inputs.",
+    "lstm_image": "LSTM over the per-slice features in stack order, one output per slice.",
+    "lstm_study": "LSTM over the per-slice features, pooled to one study vector, one output per exam label.",
+    "ehr_unimodal": "One modality's encoder and a linear classifier.",
+    "ehr_early": "Early fusion: the unimodal models' frozen embeddings, concatenated, then an MLP.",
+    "ehr_joint": "Joint fusion: the modality encoders trained end to end on the concatenation.",
+    "ehr_late": "Late fusion: the mean of the unimodal models' probabilities.",
+}
+
+
+def _model_text(kind: str, spec: Mapping[str, Any]) -> str:
+    if kind == "stage1":
+        text = f"Stage-1 network {spec.get('model')} on {spec.get('modality')}"
+        if spec.get("pretrain", "none") != "none":
+            text += (f", encoder pre-trained with {spec['pretrain']} (contrastive) and frozen (BatchNorm included) "
+                     "under a linear classifier")
+        return text + "."
+    text = MODEL_TEXT.get(spec.get("type", ""), str(spec.get("type")))
+    if spec.get("type") == "dsaf":
+        if spec.get("variant") == "tokens":
+            text += (" Variant tokens (medflow): each modality is a token and attention runs across the modality "
+                     "tokens with learned gates.")
+        else:
+            text += (" Variant published: the published wiring; its self-attention runs over a single token, which "
+                     "makes each attention block equal to its value projection. The modality weights are trained.")
+    return text
+
+
+def render_study_report(
+    out_path: str | Path, *, study_name: str, study: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]],
+    flow: Mapping[str, Any], provenance: Mapping[str, Any],
+) -> Path:
+    """All models of a study side by side: AUROC with CIs per task and split, with links to each report."""
+    page = environment().get_template("study.html.j2").render(
+        css=css(), study=study_name, description=study.get("description", ""), summaries=list(summaries),
+        flow=flow, provenance=provenance, split_text=split_text(study, flow.get("grouping", "patient")),
+    )
+    with atomic_path(out_path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return Path(out_path)
