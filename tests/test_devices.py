@@ -233,3 +233,18 @@ def test_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     finally:
         torch.set_num_threads(saved)
+
+
+def test_gpu_requests_follow_the_mode_and_the_machine(monkeypatch):
+    from medflow.train import devices
+
+    monkeypatch.setattr(devices, "gpus_on_this_machine", lambda: False)
+    assert not devices.gpu_requests_enabled("auto") and devices.gpu_requests_enabled("always")
+    monkeypatch.setattr(devices, "gpus_on_this_machine", lambda: True)
+    assert devices.gpu_requests_enabled("auto") and not devices.gpu_requests_enabled("never")
+    with pytest.raises(ValueError, match="gpu_requests"):
+        devices.gpu_requests_enabled("sometimes")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.undo()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert not devices.gpus_on_this_machine()

@@ -15,6 +15,7 @@ from medflow.config import (
     spec_for,
 )
 from medflow.stages import STAGE_VERSIONS
+from medflow.train.devices import gpu_requests_enabled
 
 try:
     CHECKED = check_config(config)
@@ -22,6 +23,10 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 STUDIES = CHECKED["studies"]
+# `--resources gpu=N` caps jobs that request a GPU. On a machine without one those jobs run on the
+# CPU, and requesting the GPU would only serialise them; `gpu_requests: always` is for cluster
+# profiles, where the submitting host has no GPU but the compute nodes do.
+REQUEST_GPUS = gpu_requests_enabled(CHECKED["gpu_requests"])
 RESULTS = CHECKED["results"]
 RESOURCES = CHECKED["resources"]
 ENV = "../../envs/medflow.yaml"
@@ -130,7 +135,7 @@ def fold_predictions(wildcards):
 
 
 def stage1_gpus(wildcards):
-    return stage1_spec(wildcards).get("gpus", 1)
+    return stage1_spec(wildcards).get("gpus", 1) if REQUEST_GPUS else 0
 
 
 def stage1_targets(study):
@@ -200,7 +205,7 @@ def head_inputs(wildcards):
 
 def head_gpus(wildcards):
     spec = head_spec(wildcards)
-    return spec.get("gpus", 1) if spec["type"] in NEURAL_TYPES else 0
+    return spec.get("gpus", 1) if spec["type"] in NEURAL_TYPES and REQUEST_GPUS else 0
 
 
 def stage2_targets(study):

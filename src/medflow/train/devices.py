@@ -337,3 +337,18 @@ def set_threads(n: int, env: MutableMapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
     for name in THREAD_ENV_VARS:
         env[name] = str(n)
+
+
+def gpus_on_this_machine() -> bool:
+    """Whether this host has an NVIDIA GPU, without importing torch or initialising CUDA."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/gpus").is_dir() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def gpu_requests_enabled(mode: str) -> bool:
+    """``always``: jobs request their GPUs (cluster profiles: the submitting host may have none);
+    ``never``: no job requests one; ``auto``: request them only where this machine has a GPU."""
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"gpu_requests = {mode!r}; use auto, always or never")
+    return mode == "always" or (mode == "auto" and gpus_on_this_machine())
