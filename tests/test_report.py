@@ -143,3 +143,25 @@ def test_report_renders_in_headless_chromium(report: tuple[Path, dict[str, Path]
 
     pixels = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
     assert pixels is not None and pixels.std() > 20  # a drawn figure, not a blank box
+
+
+def test_grad_cam_points_at_the_evidence() -> None:
+    import torch
+    from torch import nn
+
+    from medflow.models.classifier import Classifier
+    from medflow.report.gradcam import grad_cam
+
+    conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    nn.init.constant_(conv.weight, 0.1)
+    encoder = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    model = Classifier(encoder, 4)
+    nn.init.constant_(model.head[1].weight, 1.0)
+    x = torch.zeros(2, 1, 16, 16)
+    x[0, 0, 2:6, 3:7] = 1.0  # the only evidence of sample 0: top left
+    x[1, 0, 10:14, 9:13] = 1.0  # of sample 1: bottom right
+    cams = grad_cam(model, x)
+    assert cams.shape == (2, 16, 16) and 0.0 <= cams.min() and cams.max() <= 1.0
+    assert np.unravel_index(cams[0].argmax(), cams[0].shape)[0] < 8
+    assert np.unravel_index(cams[1].argmax(), cams[1].shape)[0] >= 8
+    assert cams[0][2:6, 3:7].mean() > 3 * cams[0][10:, 10:].mean()

@@ -271,6 +271,8 @@ def report_inputs(wildcards):
         out["excluded"] = f"{base}/excluded.csv"
     else:
         out["history"] = f"{base}/history.csv" if not uses_folds(study) else []
+        out["model"] = f"{base}/fold0/model.pt" if uses_folds(study) else f"{base}/model.pt"
+        out["ingest"] = f"{RESULTS}/{study}/ingest/{STUDIES[study]['stage1'][name]['modality']}.h5"
     refs = reference_models(STUDIES[study], HEADS[study], name)
     out["references"] = [f"{model_dir(study, r)}/predictions.csv" for r in refs]
     return out

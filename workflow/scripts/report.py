@@ -24,6 +24,7 @@ with rule_log(smk.log[0]):
         history=smk.input.get("history") or None,
         excluded=smk.input.get("excluded"),
         references=dict(zip(smk.params.reference_names, smk.input.references, strict=True)),
+        image_model=(smk.input.ingest, smk.input.model) if smk.params.kind == "stage1" else None,
         n_boot=smk.params.n_boot,
         seed=smk.params.seed,
     )

@@ -4,6 +4,7 @@ and the reference models' predictions, compute the paired comparisons, render.""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pandas as pd
 from medflow.evaluate.compare import compare_heads
 from medflow.report.context import cohort_flow, provenance
 from medflow.report.render import render_head_report, render_study_report
+
+log = logging.getLogger(__name__)
 
 COMPARED_SPLITS = ("test", "external")
 
@@ -70,10 +73,21 @@ def build_head_report(
     history: str | Path | None = None,
     excluded: str | Path | None = None,
     references: Mapping[str, str | Path] | None = None,
+    image_model: tuple[str | Path, str | Path] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> Path:
+    """``image_model``: (ingest file, model.pt) of an image network, for Grad-CAM overlays."""
     frame = read_predictions(predictions)
+    cam = None
+    if image_model is not None:
+        from medflow.report.gradcam import gradcam_figure
+
+        try:
+            cam = gradcam_figure(spec, ingest=image_model[0], splits=splits, manifest=manifest,
+                                 model_path=image_model[1], label=label, predictions=frame)
+        except Exception as exc:  # the report must not fail over an illustration; say why it is missing
+            log.warning("no Grad-CAM overlays: %s", exc)
     info = _maybe_json(head_info)
     history_frame = pd.read_csv(history) if history and Path(history).is_file() else None
     run_seconds = (info or {}).get("seconds")
@@ -86,6 +100,7 @@ def build_head_report(
         provenance=provenance(config=config, manifest=manifest, predictions=predictions, run_seconds=run_seconds),
         head_info=info, history=history_frame,
         comparisons=comparisons(frame, references or {}, n_boot=n_boot, seed=seed), n_boot=n_boot,
+        gradcam=cam,
     )
 
 

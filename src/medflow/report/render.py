@@ -145,6 +145,7 @@ def render_head_report(
     history: pd.DataFrame | None = None,
     comparisons: Sequence[Mapping[str, Any]] = (),
     n_boot: int = 1000,
+    gradcam: str | None = None,
 ) -> Path:
     tasks = []
     centres = []
@@ -173,7 +174,7 @@ def render_head_report(
         training.setdefault("epochs run", len(history))
         training.setdefault("best epoch (validation)", int(best["epoch"]))
     figs = {"history": figures.history_figure(history) if history is not None and len(history) else None,
-            "comparison": None}
+            "comparison": None, "gradcam": gradcam}
     if comparisons:
         forest = {}
         for row in comparisons:
