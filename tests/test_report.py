@@ -161,7 +161,7 @@ def test_grad_cam_points_at_the_evidence() -> None:
     x[0, 0, 2:6, 3:7] = 1.0  # the only evidence of sample 0: top left
     x[1, 0, 10:14, 9:13] = 1.0  # of sample 1: bottom right
     cams = grad_cam(model, x)
-    assert cams.shape == (2, 16, 16) and 0.0 <= cams.min() and cams.max() <= 1.0
+    assert cams.shape == (2, 16, 16) and cams.min() >= 0.0 and cams.max() <= 1.0
     assert np.unravel_index(cams[0].argmax(), cams[0].shape)[0] < 8
     assert np.unravel_index(cams[1].argmax(), cams[1].shape)[0] >= 8
     assert cams[0][2:6, 3:7].mean() > 3 * cams[0][10:, 10:].mean()

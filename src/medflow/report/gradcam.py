@@ -31,8 +31,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     def keep(_module: nn.Module, _inputs: Any, output: Any) -> None:
         spatial_map = isinstance(output, torch.Tensor) and output.ndim == x.ndim and output.shape[2:].numel() > 1
         if spatial_map and output.requires_grad:  # the pooled (B, C, 1, 1) output is not a map
-            captured["activation"] = output
-            output.register_hook(lambda grad: captured.__setitem__("gradient", grad))
+            captured["activation"] = output  # the last one seen in forward order wins
 
     leaves = [m for m in model.encoder.modules() if not list(m.children())]
     handles = [m.register_forward_hook(keep) for m in leaves]
@@ -40,7 +39,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         model.eval()
         x = x.clone().requires_grad_(True)  # gradients reach a frozen encoder's maps through the input
         model.zero_grad(set_to_none=True)
-        model(x)[:, 0].sum().backward()
+        logits = model(x)[:, 0]
+        captured["activation"].register_hook(lambda grad: captured.__setitem__("gradient", grad))
+        logits.sum().backward()
     finally:
         for handle in handles:
             handle.remove()
