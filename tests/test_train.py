@@ -348,3 +348,24 @@ def test_shard_sampler_splits_every_epoch_between_ranks():
         s.set_epoch(1)
     together = sorted(list(base[0]) + list(base[1]))
     assert together == sorted(BalancedSampler(labels, seed=0).indices(1).tolist())
+
+
+def test_batchnorm_recalibration_uses_the_final_weights_and_spares_frozen_layers(tmp_path):
+    torch.manual_seed(0)
+    trainable = torch.nn.BatchNorm1d(3)
+    frozen = torch.nn.BatchNorm1d(3)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    frozen.running_mean.fill_(7.0)
+    model = torch.nn.Sequential(trainable, frozen)
+    batches = [{"x": torch.randn(8, 3) * 2 + torch.tensor([1.0, -2.0, 5.0]), "y": torch.zeros(8)} for _ in range(4)]
+
+    def step(m, batch, device):
+        return StepOutput(m(batch["x"]).sum() * 0.0, None, None, len(batch["x"]))
+
+    trainer = Trainer(model, TrainConfig(epochs=1), tmp_path, device=torch.device("cpu"), step=step,
+                      fingerprint="bn", progress=False)
+    trainer._recalibrate_batchnorm(batches, batches=3)
+    expected = torch.stack([b["x"].mean(0) for b in batches[:3]]).mean(0)
+    torch.testing.assert_close(trainable.running_mean, expected)
+    assert trainable.momentum == 0.1 and torch.all(frozen.running_mean == 7.0)

@@ -20,7 +20,11 @@ class TrainConfig:
     ``pos_weight``: ``"auto"`` weighs positives by n_negative / n_positive of the *training* labels,
     a number fixes it, ``None`` turns it off. ``early_stopping``: epochs without improvement of
     ``monitor`` on the validation split before stopping (0 = never). ``max_steps``: cap on batches
-    per epoch (for smoke runs and benchmarks; 0 = the whole epoch).
+    per epoch (for smoke runs and benchmarks; 0 = the whole epoch). ``bn_recalibrate``: after each
+    epoch, re-estimate the BatchNorm statistics of the trainable layers from this many training
+    batches with the epoch's final weights (0 = off). Short trainings need it: running statistics
+    averaged over the first few hundred steps describe networks that no longer exist, and eval-mode
+    outputs then collapse to one value or explode.
     """
 
     epochs: int = 10
@@ -41,6 +45,7 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     max_steps: int = 0
+    bn_recalibrate: int = 0
 
     def __post_init__(self) -> None:
         checks = (
@@ -54,6 +59,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
             raise ValueError(f"train.pos_weight = {self.pos_weight!r}: use 'auto', a number or null")
+        if self.bn_recalibrate < 0:
+            raise ValueError(f"train.bn_recalibrate must be >= 0, not {self.bn_recalibrate}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, not {getattr(self, name)}")

@@ -290,6 +290,8 @@ class Trainer:
                 seed_everything(epoch_seed(cfg.seed, epoch))
                 set_epoch(train_loader, epoch)
                 train = self._train_epoch(train_loader, epoch)
+                if cfg.bn_recalibrate:
+                    self._recalibrate_batchnorm(train_loader, cfg.bn_recalibrate)
                 val_loss, val_auc = self._validate(val_loader)
                 if epoch == 0 and monitor == "val_auc" and math.isnan(val_auc):
                     log.warning("the validation split holds a single class: AUC is undefined, "
@@ -385,6 +387,33 @@ class Trainer:
             "wait_share": wait / seconds if seconds > 0 else 0.0,
             "rate": images * self.world_size / seconds if seconds > 0 else 0.0,
         }
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self, loader: Any, batches: int) -> None:
+        """Recompute the running statistics of trainable BatchNorm layers (a frozen encoder's stay
+        as they are) as the plain average over ``batches`` training batches, with these weights."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        layers = [m for m in norms if m.weight is not None and m.weight.requires_grad]
+        if not layers:
+            return
+        saved = [(m, m.momentum, m.training) for m in norms]
+        for m in norms:
+            m.eval()  # frozen layers keep their statistics
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+            m.train()
+        try:
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                batch = to_device(batch, self.device, self.channels_last)
+                with self._autocast():
+                    self.step(self.model, batch, self.device)
+        finally:
+            for m, momentum, training in saved:
+                m.momentum = momentum
+                m.train(training)
 
     @torch.inference_mode()
     def _validate(self, loader: Any) -> tuple[float, float]:
