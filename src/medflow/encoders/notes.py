@@ -140,21 +140,9 @@ def embed_notes(
                         doctag_vectors=vector,
                         doctags_lockf=lockf,
                     )
-                elif model.dm_concat:
-                    train_document_dm_concat(
-                        model,
-                        words,
-                        [0],
-                        alpha,
-                        work,
-                        neu1,
-                        learn_words=False,
-                        learn_hidden=False,
-                        doctag_vectors=vector,
-                        doctags_lockf=lockf,
-                    )
                 else:
-                    train_document_dm(
+                    train_dm = train_document_dm_concat if model.dm_concat else train_document_dm
+                    train_dm(
                         model,
                         words,
                         [0],
