@@ -165,3 +165,24 @@ def test_grad_cam_points_at_the_evidence() -> None:
     assert np.unravel_index(cams[0].argmax(), cams[0].shape)[0] < 8
     assert np.unravel_index(cams[1].argmax(), cams[1].shape)[0] >= 8
     assert cams[0][2:6, 3:7].mean() > 3 * cams[0][10:, 10:].mean()
+
+
+def test_slice_scores_become_an_image_level_task_clustered_by_study(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    studies = pd.DataFrame({"sample_id": [f"T{i}" for i in range(40)], "patient_id": [f"P{i}" for i in range(40)],
+                            "center": "A", "split": np.repeat(["train", "val", "test", "test"], 10), "task": "pe"})
+    y = np.tile([0, 1], 20)
+    studies = studies.assign(y_true=y.astype(float), y_prob=np.clip(0.3 + 0.4 * y + rng.normal(0, 0.1, 40), 0, 1))
+    studies.to_csv(tmp_path / "predictions.csv", index=False)
+    slices = pd.DataFrame([
+        {"sample_id": sid, "slice": k, "task": "pe_present_on_image", "y_true": float(label and k % 2),
+         "y_prob": float(0.2 + 0.6 * (label and k % 2) + rng.normal(0, 0.05))}
+        for sid, label in zip(studies.sample_id, y, strict=True) for k in range(5)
+    ])
+    slices.to_csv(tmp_path / "slice_predictions.csv", index=False)
+    evaluate_model(tmp_path / "predictions.csv", tmp_path / "metrics.json", n_boot=100)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    image = metrics["tasks"]["pe_present_on_image"]["splits"]["test"]
+    assert image["n"] == 100 and image["n_patients"] == 20  # slices of the 20 test studies, clustered by patient
+    assert image["auroc"]["value"] > 0.95
+    assert set(metrics["thresholds"]) == {"pe", "pe_present_on_image"}

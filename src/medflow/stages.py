@@ -12,6 +12,6 @@ STAGE_VERSIONS: dict[str, int] = {
     "features": 1,
     "encode": 1,
     "stage2": 1,
-    "evaluate": 1,
+    "evaluate": 2,
     "report": 1,
 }

@@ -34,6 +34,20 @@ def validation_thresholds(predictions: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def with_image_level(predictions: pd.DataFrame, slices_path: Path) -> pd.DataFrame:
+    """Add a model's per-slice scores (slice_predictions.csv beside its predictions) as an
+    image-level task, each slice keyed ``{study}#{slice}`` and clustered by its study's patient, so
+    that the image-level AUC gets the same patient-bootstrap CI as the rest."""
+    if not slices_path.is_file():
+        return predictions
+    slices = pd.read_csv(slices_path, dtype={"sample_id": str})
+    studies = predictions.drop_duplicates("sample_id").set_index("sample_id")[["patient_id", "split", "center"]]
+    slices = slices[slices["sample_id"].isin(studies.index)]
+    rows = slices.join(studies, on="sample_id").assign(
+        sample_id=lambda f: f["sample_id"] + "#" + f["slice"].astype(str))
+    return pd.concat([predictions, rows[list(predictions.columns)]], ignore_index=True)
+
+
 def rsna_loss(predictions: pd.DataFrame, slices_path: Path) -> dict[str, Any] | None:
     """The RSNA-STR PE loss per held-out split where every exam label and the slice scores exist."""
     if not slices_path.is_file() or not set(EXAM_WEIGHTS) <= set(predictions["task"]):
@@ -63,6 +77,7 @@ def evaluate_model(
     else:
         thresholds = validation_thresholds(frame)
         rule = "Youden J on the validation predictions (out-of-fold predictions with cross-validation)"
+    frame = with_image_level(frame, Path(predictions).with_name("slice_predictions.csv"))
     missing = sorted(set(frame["task"]) - set(thresholds))
     if missing:
         thresholds.update(validation_thresholds(frame[frame["task"].isin(missing)]))
