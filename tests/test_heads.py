@@ -74,12 +74,9 @@ def fit(tmp: Path, paths: dict[str, Path], name: str, spec: dict, files: dict) -
     return pd.read_csv(out / "predictions.csv", dtype={"sample_id": str})
 
 
-def test_auc(frame: pd.DataFrame, task: str = "y", split: str = "test") -> float:
+def held_out_auc(frame: pd.DataFrame, task: str = "y", split: str = "test") -> float:
     rows = frame[(frame.split == split) & (frame.task == task)]
     return float(roc_auc_score(rows.y_true, rows.y_prob))
-
-
-test_auc.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +99,7 @@ def test_classical_heads_recover_the_planted_signal(tmp_path: Path, cohort: dict
     frame = fit(tmp_path, cohort, kind, spec, files_for(cohort, "a", "b", "clinical"))
     assert set(frame.split) == {"train", "val", "test"}
     assert len(frame) == 160 and frame.y_prob.between(0, 1).all()
-    assert test_auc(frame) > 0.8
+    assert held_out_auc(frame) > 0.8
     info = json.loads((tmp_path / "out" / kind / "head.json").read_text())
     assert 0 < info["thresholds"]["y"] < 1 and info["search"]["y"]["folds"] == 3
 
@@ -113,7 +110,7 @@ def test_dsaf_learns_from_two_and_three_modalities(tmp_path: Path, cohort: dict[
                                                    inputs: list[str]) -> None:
     spec = {"type": "dsaf", "inputs": inputs, "variant": variant, "width": 32, "train": FAST}
     frame = fit(tmp_path, cohort, "dsaf", spec, files_for(cohort, *inputs))
-    assert test_auc(frame) > 0.8
+    assert held_out_auc(frame) > 0.8
     assert (tmp_path / "out" / "dsaf" / "model.pt").is_file()
     history = pd.read_csv(tmp_path / "out" / "dsaf" / "history.csv")
     assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
@@ -218,7 +215,7 @@ def test_image_lstm_scores_every_slice_and_finds_the_positive_ones(tmp_path: Pat
         assert len(slices) == int(f["offsets"][-1])
     known = slices.y_true.notna()
     assert roc_auc_score(slices.y_true[known], slices.y_prob[known]) > 0.8
-    assert test_auc(frame) > 0.8  # the study score is its highest slice probability
+    assert held_out_auc(frame) > 0.8  # the study score is its highest slice probability
 
 
 def test_study_lstm_is_independent_of_batch_padding(tmp_path: Path, cohort: dict[str, Path]) -> None:
@@ -226,7 +223,7 @@ def test_study_lstm_is_independent_of_batch_padding(tmp_path: Path, cohort: dict
     spec = {"type": "lstm_study", "inputs": ["seq"], "hidden": 16, "train": {**FAST, "batch_size": 8}}
     frame = fit(tmp_path, cohort, "study", {**spec, "tasks": ["y", "z"]}, files)
     assert set(frame.task) == {"y", "z"}
-    assert test_auc(frame) > 0.75
+    assert held_out_auc(frame) > 0.75
 
 
 def test_masked_pool_ignores_padding_and_empty_items() -> None:
@@ -271,7 +268,7 @@ def test_ehr_unimodal_early_joint_and_late(tmp_path: Path, cohort: dict[str, Pat
     late = fit(tmp_path, cohort, "late", {"type": "ehr_late", "inputs": ["a_uni", "seq_uni"]},
                {"predictions": {"a_uni": str(out / "a_uni" / "predictions.csv"),
                                 "seq_uni": str(out / "seq_uni" / "predictions.csv")}})
-    aucs = {name: test_auc(frame) for name, frame in (("early", early), ("joint", joint), ("late", late))}
+    aucs = {name: held_out_auc(frame) for name, frame in (("early", early), ("joint", joint), ("late", late))}
     assert min(aucs.values()) > 0.7, aucs
     a = pd.read_csv(out / "a_uni" / "predictions.csv", dtype={"sample_id": str}).set_index("sample_id").y_prob
     s = pd.read_csv(out / "seq_uni" / "predictions.csv", dtype={"sample_id": str}).set_index("sample_id").y_prob

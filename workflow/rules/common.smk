@@ -12,6 +12,7 @@ from medflow.config import (
     manifest_view,
     modalities_of_kind,
     report_view,
+    stratify_label,
     spec_for,
 )
 from medflow.stages import STAGE_VERSIONS
@@ -114,7 +115,7 @@ def stage1_spec(wildcards):
 
 def stage1_label(wildcards):
     study = STUDIES[wildcards.study]
-    return stage1_spec(wildcards).get("label") or study["split"].get("stratify") or study["labels"][0]
+    return stage1_spec(wildcards).get("label") or stratify_label(study)
 
 
 def stage1_ingest(wildcards):
@@ -233,7 +234,7 @@ def model_label(study, name):
     kind = MODELS[study][name]
     if kind == "stage1":
         spec = STUDIES[study]["stage1"][name]
-        return spec.get("label") or STUDIES[study]["split"].get("stratify") or STUDIES[study]["labels"][0]
+        return spec.get("label") or stratify_label(STUDIES[study])
     return HEADS[study][name]["tasks"][0]
 
 

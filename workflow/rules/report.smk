@@ -64,7 +64,7 @@ rule study_report:
     params:
         names=lambda wc: list(MODELS[wc.study]),
         kinds=lambda wc: list(MODELS[wc.study].values()),
-        label=lambda wc: STUDIES[wc.study]["split"].get("stratify") or STUDIES[wc.study]["labels"][0],
+        label=lambda wc: stratify_label(STUDIES[wc.study]),
         study=lambda wc: report_view(STUDIES[wc.study]),
         stage=STAGE_VERSIONS["report"],
     log:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,9 @@ import pandas as pd
 from medflow.evaluate._frame import load_predictions
 from medflow.evaluate.metrics import evaluate_predictions, write_metrics
 from medflow.evaluate.pe import EXAM_WEIGHTS, rsna_pe_weighted_log_loss
-from medflow.evaluate.threshold import DegenerateThresholdWarning, youden_threshold
+from medflow.evaluate.threshold import validation_thresholds
 
 log = logging.getLogger(__name__)
-
-
-def validation_thresholds(predictions: pd.DataFrame) -> dict[str, float]:
-    """Youden-J threshold per task on the ``val`` rows (0.5, with a warning, where val has one class)."""
-    out = {}
-    for task, rows in predictions.groupby("task"):
-        val = rows[(rows["split"] == "val") & rows["y_true"].notna() & rows["y_prob"].notna()]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DegenerateThresholdWarning)
-            out[str(task)] = float(youden_threshold(val["y_true"].to_numpy(float), val["y_prob"].to_numpy(float)))
-        for warning in caught:
-            log.warning("task %s: %s", task, warning.message)
-    return out
 
 
 def with_image_level(predictions: pd.DataFrame, slices_path: Path) -> pd.DataFrame:

@@ -16,13 +16,17 @@ test / external data, so the rule has to be stable and explicit:
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from sklearn.metrics import roc_curve
 
 from medflow.evaluate._common import as_scores
+
+log = logging.getLogger(__name__)
 
 FALLBACK = 0.5
 
@@ -58,3 +62,16 @@ def youden_threshold(y: ArrayLike, p: ArrayLike) -> float:
     if k == 0:  # everybody positive: any cut at or below the lowest score
         return float(distinct[0])
     return float((distinct[k - 1] + distinct[k]) / 2.0)
+
+
+def validation_thresholds(predictions: pd.DataFrame) -> dict[str, float]:
+    """Youden-J threshold per task on the ``val`` rows (0.5, with a warning, where val has one class)."""
+    out = {}
+    for task, rows in predictions.groupby("task"):
+        val = rows[(rows["split"] == "val") & rows["y_true"].notna() & rows["y_prob"].notna()]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DegenerateThresholdWarning)
+            out[str(task)] = float(youden_threshold(val["y_true"].to_numpy(float), val["y_prob"].to_numpy(float)))
+        for warning in caught:
+            log.warning("task %s: %s", task, warning.message)
+    return out

@@ -34,6 +34,8 @@ from medflow.heads.inputs import HeadData, Ragged
 from medflow.heads.neural import NeuralHead
 from medflow.heads.tabular import TableEncoder
 
+CLINICAL = "clinical (encoded)"  # the table input after the TableEncoder (see DSAFHead.encode)
+
 
 class SelfAttention(nn.Module):
     """Scaled dot-product self-attention with Q, K, V projections (dim → dim), over B × L × dim."""
@@ -161,11 +163,16 @@ class DSAFHead(NeuralHead):
                               float(self.spec.get("dropout", 0.1)))
         return DSAFPublished(dims, clinical, n_out, width)
 
+    def encode(self, data: HeadData) -> HeadData:
+        if self.encoder_ is None:
+            return data
+        return data.with_blocks(**{CLINICAL: self.encoder_.transform(data.blocks[self.tables_[0]])})
+
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
         images = [torch.as_tensor(np.asarray(data.blocks[n])[index], dtype=torch.float32) for n in self.images_]
         batch: dict[str, Any] = {"images": images, "tokens": list(images)}
         if self.encoder_ is not None:
-            clinical = torch.as_tensor(self.encoder_.transform(data.blocks[self.tables_[0]].iloc[index]))
+            clinical = torch.as_tensor(data.blocks[CLINICAL][index])
             batch["clinical"] = clinical
             batch["tokens"].append(clinical)
         return batch

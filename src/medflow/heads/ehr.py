@@ -104,6 +104,11 @@ class EHRHead(NeuralHead):
         mlp = hidden if self.spec["type"] == "ehr_early" else 0
         return FusionNet(encoders, len(self.tasks), dropout, mlp)
 
+    def encode(self, data: HeadData) -> HeadData:
+        scaled = {name: ((np.asarray(data.blocks[name]) - mean) / std).astype(np.float32)
+                  for name, (mean, std) in self.scalers_.items()}
+        return data.with_blocks(**scaled)
+
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
         batch: dict[str, Any] = {}
         for name in self.inputs:
@@ -111,8 +116,7 @@ class EHRHead(NeuralHead):
             if isinstance(block, Ragged):
                 batch[name] = list(pad_sequences([block.item(i) for i in index], block.dim))
             else:
-                mean, std = self.scalers_[name]
-                batch[name] = torch.as_tensor((np.asarray(block)[index] - mean) / std, dtype=torch.float32)
+                batch[name] = torch.as_tensor(block[index])
         return batch
 
     def write_extras(self, data: HeadData, out_dir: Path) -> None:

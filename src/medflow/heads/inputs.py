@@ -97,6 +97,10 @@ class HeadData:
             self.meta,
         )
 
+    def with_blocks(self, **blocks: Block) -> HeadData:
+        """The same samples with ``blocks`` added or replaced (rows in ``table`` order)."""
+        return HeadData(self.table, {**self.blocks, **blocks}, self.tasks, self.excluded, self.meta)
+
     def split(self, *names: str) -> HeadData:
         return self.subset(self.table["split"].isin(names))
 

@@ -85,6 +85,11 @@ class NeuralHead:
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def encode(self, data: HeadData) -> HeadData:
+        """``data`` with the inputs in the form batches are cut from (scaled tables, joined
+        sequences), computed once per data set rather than once per batch."""
+        return data
+
     def prepare(self, train: HeadData) -> None:
         """Fit anything learned from the training split before the network (scalers)."""
 
@@ -100,6 +105,7 @@ class NeuralHead:
     # -- fit / predict ---------------------------------------------------------------------------
 
     def _batches(self, data: HeadData, *, shuffle: bool, seed: int) -> Any:
+        data = self.encode(data)
         return make_loader(Indices(len(data)), batch_size=self.cfg.batch_size, shuffle=shuffle, seed=seed,
                            workers=0, collate_fn=partial(self._collate_with_labels, data))
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medflow.evaluate.threshold import youden_threshold
+from medflow.evaluate.threshold import validation_thresholds
 from medflow.heads.inputs import HeadData, load_head_data
 from medflow.io.atomic import atomic_path
 
@@ -37,21 +37,6 @@ def build_head(spec: Mapping[str, Any], tasks: list[str]) -> Any:
     except KeyError:
         raise ValueError(f"unknown head type {spec['type']!r}; known: {', '.join(sorted(HEAD_TYPES))}") from None
     return getattr(importlib.import_module(f"medflow.heads.{module}"), name)(spec, tasks)
-
-
-def decision_thresholds(val: HeadData, probs: np.ndarray, tasks: list[str]) -> dict[str, float]:
-    """Youden-J threshold per task on the validation split only."""
-    labels = val.labels()
-    out = {}
-    for t, task in enumerate(tasks):
-        known = ~np.isnan(labels[:, t]) & ~np.isnan(probs[:, t])
-        y, p = labels[known, t], probs[known, t]
-        if len(np.unique(y)) < 2:
-            log.warning("task %s: the validation split holds a single class; threshold 0.5", task)
-            out[task] = 0.5
-        else:
-            out[task] = float(youden_threshold(y, p))
-    return out
 
 
 def long_predictions(data: HeadData, probs: np.ndarray, tasks: list[str]) -> pd.DataFrame:
@@ -101,15 +86,8 @@ def run_head(
     log.info("head %s (%s): %d samples (%d train, %d val), %d excluded", name, spec["type"], len(data),
              len(train), len(val), len(data.excluded))
     head = build_head(spec, tasks).fit(train, val, out_dir, device)
-    probs = head.predict_proba(data)
-    thresholds = decision_thresholds(val, head.predict_proba(val), tasks) if len(val) else dict.fromkeys(tasks, 0.5)
-    frame = derived_pe(long_predictions(data, probs, tasks))
-    if "pe" in set(frame["task"]) and "pe" not in thresholds:
-        neg = thresholds.get("negative_exam_for_pe", 0.5)
-        val_pe = frame[(frame["task"] == "pe") & (frame["split"] == "val")]
-        known = val_pe["y_true"].notna()
-        thresholds["pe"] = (float(youden_threshold(val_pe["y_true"][known].to_numpy(), val_pe["y_prob"][known].to_numpy()))
-                            if val_pe["y_true"][known].nunique() == 2 else 1.0 - neg)
+    frame = derived_pe(long_predictions(data, head.predict_proba(data), tasks))
+    thresholds = validation_thresholds(frame)  # the val rows of every task, the derived ones included
     if hasattr(head, "write_extras"):
         head.write_extras(data, out_dir)
     with atomic_path(out_dir / "excluded.csv") as tmp:

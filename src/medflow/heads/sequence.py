@@ -28,6 +28,7 @@ from medflow.io.atomic import atomic_path
 from medflow.train.engine import auto_pos_weight
 
 SLICE_LABELS = "slice_labels"
+SEQUENCE = "sequence"  # the feature inputs joined per slice (see SequenceHead.encode)
 
 
 def concat_sequences(data: HeadData, names: list[str]) -> Ragged:
@@ -74,8 +75,11 @@ class SequenceHead(NeuralHead):
                          bidirectional=bool(self.spec.get("bidirectional", False)),
                          per_slice=self.per_slice, pool=self.spec.get("pool", "max"))
 
+    def encode(self, data: HeadData) -> HeadData:
+        return data.with_blocks(**{SEQUENCE: concat_sequences(data, self.features_)})
+
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
-        sequences = concat_sequences(data, self.features_)
+        sequences = data.blocks[SEQUENCE]
         x, lengths = pad_sequences([sequences.item(i) for i in index], sequences.dim)
         return {"sequence": x, "lengths": lengths}
 
@@ -112,6 +116,7 @@ class ImageLSTM(SequenceHead):
     def slice_probabilities(self, data: HeadData) -> np.ndarray:
         """Per-slice probabilities in stack order, all samples concatenated (S)."""
         module = self.module_.eval()
+        data = self.encode(data)
         out = []
         with torch.inference_mode():
             for start in range(0, len(data), self.cfg.batch_size):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medflow.config import TABLE_KINDS
+from medflow.config import TABLE_KINDS, stratify_label
 
 # heads that can use a GPU (Snakemake `resources: gpu`); the others never import torch
 NEURAL_TYPES = ("dsaf", "lstm_image", "lstm_study", "ehr_unimodal", "ehr_early", "ehr_joint", "xgboost")
@@ -20,10 +20,6 @@ RSNA_EXAM_LABELS = (
     "negative_exam_for_pe", "indeterminate", "chronic_pe", "acute_and_chronic_pe", "central_pe",
     "leftsided_pe", "rightsided_pe", "rv_lv_ratio_gte_1", "rv_lv_ratio_lt_1",
 )  # fmt: skip
-
-
-def default_task(study: Mapping[str, Any]) -> str:
-    return study["split"].get("stratify") or study["labels"][0]
 
 
 def expand_heads(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -35,8 +31,8 @@ def expand_heads(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         spec = dict(spec)
         if spec["type"] == "lstm_study" and not spec.get("tasks"):
-            spec["tasks"] = [t for t in RSNA_EXAM_LABELS if t in study["labels"]] or [default_task(study)]
-        spec.setdefault("tasks", [default_task(study)])
+            spec["tasks"] = [t for t in RSNA_EXAM_LABELS if t in study["labels"]] or [stratify_label(study)]
+        spec.setdefault("tasks", [stratify_label(study)])
         heads[name] = spec
     return heads
 
