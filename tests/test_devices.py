@@ -221,6 +221,24 @@ def test_select_device_leases_and_applies(lock_dir: Path) -> None:
         lease.close()
 
 
+def test_select_device_falls_back_to_cpu_when_granted_gpus_are_unusable(
+    lock_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler (SLURM's gres) may expose a device this torch cannot open: auto trains on the CPU
+    and frees the lock; MEDFLOW_DEVICE=cuda refuses."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.delenv("MEDFLOW_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, devices.__name__):
+        assert select_device(1, lock_dir=lock_dir) == (torch.device("cpu"), None)
+    assert "CUDA cannot use them" in caplog.text
+    again = acquire_devices(1, lock_dir=lock_dir, timeout=0)  # the fallback released its lock
+    again.close()
+    monkeypatch.setenv("MEDFLOW_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="CUDA cannot use them"):
+        select_device(1, lock_dir=lock_dir)
+
+
 def test_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert threads_from(0) == 1
     assert threads_from(1) == 1

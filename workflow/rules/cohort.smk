@@ -10,6 +10,10 @@ rule demo_cohort:
         image_size=lambda wc: STUDIES[wc.study]["cohort"]["image_size"],
         seed=lambda wc: STUDIES[wc.study]["cohort"]["seed"],
         stage=STAGE_VERSIONS["demo"],
+    threads: 1
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=30,
     log:
         "logs/{study}/demo_cohort.log",
     conda:
@@ -30,6 +34,9 @@ rule import_cohort:
         path=lambda wc: STUDIES[wc.study]["cohort"]["path"],
         stage=STAGE_VERSIONS["import"],
     threads: 4
+    resources:
+        mem_mb=memory_mb(4000),
+        runtime=120,
     log:
         "logs/{study}/import_cohort.log",
     conda:
@@ -49,6 +56,10 @@ rule validate_manifest:
         study=lambda wc: manifest_view(STUDIES[wc.study]),
         on_bad_input=CHECKED["on_bad_input"],
         stage=STAGE_VERSIONS["manifest"],
+    threads: 1
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=30,
     log:
         "logs/{study}/validate_manifest.log",
     conda:

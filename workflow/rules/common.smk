@@ -33,6 +33,16 @@ RESOURCES = CHECKED["resources"]
 ENV = "../../envs/medflow.yaml"
 
 
+def memory_mb(first_try):
+    """A rule's ``mem_mb``: enough for the demo and typical cohorts on the first try, doubled on each
+    retry, so a cluster job killed for memory comes back with more under ``--retries``."""
+
+    def mem_mb(wildcards, attempt):
+        return first_try * 2 ** (attempt - 1)
+
+    return mem_mb
+
+
 def _names_regex(names):
     return "|".join(sorted(set(names))) or "(?!x)x"
 

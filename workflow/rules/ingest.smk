@@ -18,6 +18,9 @@ rule ingest_images:
         spec=modality_spec,
         **INGEST_PARAMS,
     threads: 8
+    resources:
+        mem_mb=memory_mb(8000),
+        runtime=360,
     log:
         "logs/{study}/ingest_{image_modality}.log",
     conda:
@@ -38,6 +41,9 @@ rule ingest_tables:
         spec=modality_spec,
         **INGEST_PARAMS,
     threads: 1
+    resources:
+        mem_mb=memory_mb(4000),
+        runtime=60,
     log:
         "logs/{study}/ingest_{table_modality}.log",
     conda:

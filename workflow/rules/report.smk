@@ -9,6 +9,10 @@ rule evaluate:
         n_boot=EVALUATION.get("bootstrap", 1000),
         seed=EVALUATION.get("seed", 0),
         stage=STAGE_VERSIONS["evaluate"],
+    threads: 1
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=30,
     log:
         "logs/{study}/evaluate_{stage}_{name}.log",
     conda:
@@ -37,6 +41,10 @@ rule report:
         n_boot=EVALUATION.get("bootstrap", 1000),
         seed=EVALUATION.get("seed", 0),
         stage=STAGE_VERSIONS["report"],
+    threads: 1
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=30,
     log:
         "logs/{study}/report_{name}.log",
     conda:
@@ -67,6 +75,10 @@ rule study_report:
         label=lambda wc: stratify_label(STUDIES[wc.study]),
         study=lambda wc: report_view(STUDIES[wc.study]),
         stage=STAGE_VERSIONS["report"],
+    threads: 1
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=30,
     log:
         "logs/{study}/study_report.log",
     conda:

@@ -9,6 +9,10 @@ rule split:
         split=lambda wc: STUDIES[wc.study]["split"],
         labels=lambda wc: STUDIES[wc.study]["labels"],
         stage=STAGE_VERSIONS["split"],
+    threads: 1
+    resources:
+        mem_mb=memory_mb(1000),
+        runtime=10,
     log:
         "logs/{study}/split.log",
     conda:

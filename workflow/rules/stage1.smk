@@ -20,6 +20,8 @@ rule pretrain_stage1:
         stage=STAGE_VERSIONS["stage1"],
     threads: 2
     resources:
+        mem_mb=memory_mb(8000),
+        runtime=1440,
         gpu=stage1_gpus,
     log:
         "logs/{study}/pretrain_{model}.log",
@@ -49,6 +51,8 @@ rule train_stage1:
         model=_escaped(SINGLE_MODELS),
     threads: 2
     resources:
+        mem_mb=memory_mb(8000),
+        runtime=1440,
         gpu=stage1_gpus,
     log:
         "logs/{study}/train_{model}.log",
@@ -75,6 +79,8 @@ rule train_fold:
         stage=STAGE_VERSIONS["stage1"],
     threads: 2
     resources:
+        mem_mb=memory_mb(8000),
+        runtime=1440,
         gpu=stage1_gpus,
     log:
         "logs/{study}/train_{model}_fold{fold}.log",
@@ -95,6 +101,10 @@ rule fold_ensemble:
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
         model=_escaped(FOLD_MODELS),
+    threads: 1
+    resources:
+        mem_mb=memory_mb(1000),
+        runtime=10,
     log:
         "logs/{study}/fold_ensemble_{model}.log",
     conda:
@@ -116,6 +126,8 @@ rule features:
         stage=STAGE_VERSIONS["features"],
     threads: 2
     resources:
+        mem_mb=memory_mb(8000),
+        runtime=240,
         gpu=stage1_gpus,
     log:
         "logs/{study}/features_{model}.log",

@@ -11,6 +11,9 @@ rule encode:
         window_hours=encoder_window,
         stage=STAGE_VERSIONS["encode"],
     threads: 1
+    resources:
+        mem_mb=memory_mb(4000),
+        runtime=120,
     log:
         "logs/{study}/encode_{encoder}.log",
     conda:
@@ -41,6 +44,8 @@ rule stage2_unimodal:
         head=_escaped(UNIMODAL_HEADS),
     threads: 1
     resources:
+        mem_mb=memory_mb(4000),
+        runtime=240,
         gpu=head_gpus,
     log:
         "logs/{study}/stage2_{head}.log",
@@ -65,6 +70,8 @@ rule stage2:
         head=_escaped(OTHER_HEADS),
     threads: 1
     resources:
+        mem_mb=memory_mb(4000),
+        runtime=240,
         gpu=head_gpus,
     log:
         "logs/{study}/stage2_{head}.log",

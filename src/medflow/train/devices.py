@@ -300,7 +300,13 @@ def select_device(
     try:
         lease.apply(env)
         if env is os.environ and not torch.cuda.is_available():
-            raise RuntimeError(f"leased GPU(s) {','.join(lease.devices)} but CUDA cannot use them")
+            # e.g. a scheduler granted GPUs that this torch build or driver cannot open
+            message = f"leased GPU(s) {','.join(lease.devices)} but CUDA cannot use them"
+            if choice == "cuda":
+                raise RuntimeError(f"{message} and {DEVICE_ENV}=cuda")
+            log.warning("%s; training on the CPU", message)
+            lease.close()
+            return torch.device("cpu"), None
     except BaseException:
         lease.close()
         raise
