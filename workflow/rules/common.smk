@@ -146,7 +146,18 @@ def fold_predictions(wildcards):
 
 
 def stage1_gpus(wildcards):
-    return stage1_spec(wildcards).get("gpus", 1) if REQUEST_GPUS else 0
+    return stage1_ranks(wildcards) if REQUEST_GPUS else 0
+
+
+def stage1_inference_gpus(wildcards):
+    """Feature extraction runs in one process: at most one GPU."""
+    return min(1, stage1_gpus(wildcards))
+
+
+def stage1_ranks(wildcards):
+    """Data-parallel ranks of a stage-1 job: ``gpus: N`` trains on N GPUs, or N gloo ranks on the CPU
+    (a resource, not a param: the same training split differently must not rerun it)."""
+    return stage1_spec(wildcards).get("gpus", 1)
 
 
 def stage1_targets(study):

@@ -23,6 +23,7 @@ rule pretrain_stage1:
         mem_mb=memory_mb(8000),
         runtime=1440,
         gpu=stage1_gpus,
+        ranks=stage1_ranks,
     log:
         "logs/{study}/pretrain_{model}.log",
     conda:
@@ -54,6 +55,7 @@ rule train_stage1:
         mem_mb=memory_mb(8000),
         runtime=1440,
         gpu=stage1_gpus,
+        ranks=stage1_ranks,
     log:
         "logs/{study}/train_{model}.log",
     conda:
@@ -82,6 +84,7 @@ rule train_fold:
         mem_mb=memory_mb(8000),
         runtime=1440,
         gpu=stage1_gpus,
+        ranks=stage1_ranks,
     log:
         "logs/{study}/train_{model}_fold{fold}.log",
     conda:
@@ -128,7 +131,7 @@ rule features:
     resources:
         mem_mb=memory_mb(8000),
         runtime=240,
-        gpu=stage1_gpus,
+        gpu=stage1_inference_gpus,
     log:
         "logs/{study}/features_{model}.log",
     conda:

@@ -3,7 +3,7 @@
 from contextlib import nullcontext
 
 from medflow.logs import rule_log
-from medflow.train.devices import select_device, set_threads
+from medflow.train.devices import data_parallel_ranks, select_device, set_threads
 from medflow.train.stage1 import train, train_replicated
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -19,8 +19,9 @@ with rule_log(smk.log[0]):
         fold=smk.params.fold,
         encoder=smk.input.get("encoder") or None,
     )
+    ranks = data_parallel_ranks(smk.resources.ranks, lease)
     with lease or nullcontext():
-        if lease is not None and len(lease.devices) > 1:  # gpu: N > 1 → data-parallel on the N leased GPUs
-            train_replicated(len(lease.devices), smk.params.job, dict(smk.params.spec), **args)
+        if ranks > 1:  # gpus: N > 1 → DistributedDataParallel on N ranks started by torchrun
+            train_replicated(ranks, smk.params.job, dict(smk.params.spec), threads=smk.threads, **args)
         else:
             train(smk.params.job, dict(smk.params.spec), device=device, **args)

@@ -313,6 +313,15 @@ def select_device(
     return lease.torch_devices()[0], lease
 
 
+def data_parallel_ranks(requested: int, lease: DeviceLease | None) -> int:
+    """How many data-parallel ranks a job with ``gpus: requested`` runs: one per leased GPU, or, on
+    the CPU, ``requested`` gloo ranks (the same run as on N GPUs, so results do not depend on where
+    it ran; each rank gets its share of the job's threads)."""
+    if lease is not None:
+        return len(lease.devices)
+    return max(1, int(requested))
+
+
 # ----------------------------------------------------------------------------------------------
 # CPU threads
 

@@ -209,6 +209,9 @@ class Trainer:
         self.model = model
         self.replica = model
         if world_size > 1:
+            if device.type == "cuda":  # small per-GPU batches: BatchNorm statistics over all ranks
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # (gloo has no SyncBatchNorm)
+                self.model = model
             self.replica = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
@@ -381,6 +384,10 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t_start
         bar.close()
+        if self.world_size > 1:  # the epoch's loss over every rank's share, as one process would report it
+            totals = torch.stack([loss_sum.double(), torch.tensor(float(count), device=self.device).double()])
+            torch.distributed.all_reduce(totals)
+            loss_sum, count = totals[0], int(totals[1].item())
         return {
             "loss": float(loss_sum.item() / max(count, 1)),
             "seconds": seconds,

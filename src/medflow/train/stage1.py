@@ -263,10 +263,11 @@ def train(
     sampler = None
     if spec.get("sampler") == "balanced" and job != "pretrain":
         sampler = BalancedSampler(labels, seed=cfg.seed)
-    if world_size > 1:
-        sampler = ShardSampler(len(train_set), rank=rank, world_size=world_size, seed=cfg.seed, base=sampler)
+    # one process draws its epochs like rank 0 of 1, so a data-parallel run sees the same batches
+    sampler = ShardSampler(len(train_set), rank=rank, world_size=world_size, seed=cfg.seed, base=sampler)
     pin = device.type == "cuda"
-    train_loader = make_loader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, seed=cfg.seed,
+    train_loader = make_loader(train_set, batch_size=rank_batch_size(cfg.batch_size, world_size),
+                               shuffle=False, seed=cfg.seed,
                                workers=cfg.workers, sampler=sampler, drop_last=len(train_set) > cfg.batch_size,
                                pin_memory=pin)
     val_loader = make_loader(val_set, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
@@ -284,17 +285,34 @@ def train(
     return trainer.model_path
 
 
+def rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Each rank's share of ``train.batch_size``, which is the batch of one optimiser step however
+    many ranks compute it: with the interleaved shards of :class:`ShardSampler`, N ranks see
+    together exactly the batches one process would, so a data-parallel run matches a single one
+    (up to BatchNorm, whose statistics stay per rank)."""
+    if batch_size % world_size:
+        raise ValueError(
+            f"train.batch_size = {batch_size} cannot be split evenly between {world_size} data-parallel "
+            f"ranks (gpus: {world_size}); use a multiple of {world_size}"
+        )
+    return batch_size // world_size
+
+
 def _rank_main(rank: int, world_size: int, job: str, spec: dict[str, Any], kwargs: dict[str, Any]) -> Path:
     device = torch.device(f"cuda:{rank}") if torch.cuda.is_available() else torch.device("cpu")
     return train(job, spec, **kwargs, device=device, rank=rank, world_size=world_size)
 
 
-def train_replicated(world_size: int, job: str, spec: dict[str, Any], **kwargs: Any) -> Path:
-    """:func:`train` data-parallel on ``world_size`` ranks (DistributedDataParallel, one process and
-    one device per rank; gloo on the CPU). ``kwargs`` are :func:`train`'s, without ``device``."""
+def train_replicated(
+    world_size: int, job: str, spec: dict[str, Any], *, threads: int | None = None, **kwargs: Any
+) -> Path:
+    """:func:`train` data-parallel on ``world_size`` ranks (DistributedDataParallel under torchrun,
+    one process and one device per rank; gloo on the CPU, where ``threads`` are shared out between
+    the ranks). ``kwargs`` are :func:`train`'s, without ``device``."""
     from medflow.train.distributed import launch
 
-    return launch(_rank_main, world_size, job, spec, kwargs)
+    per_rank = max(1, threads // world_size) if threads else None
+    return launch(_rank_main, world_size, job, spec, kwargs, threads_per_rank=per_rank)
 
 
 def _inference_loader(data: Stage1Data, spec: dict[str, Any], device: torch.device) -> tuple[Any, Any]:
