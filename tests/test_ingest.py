@@ -411,3 +411,327 @@ def test_no_phi_in_any_output(tmp_path):
         for secret in (patient.name, patient.patient_id, patient.institution, "Phiname", "19600101"):
             assert secret.encode() not in blob, (out.name, secret)
             assert secret.encode("utf-16-le") not in blob
+
+
+# ------------------------------------------------------------------------ reuse of the previous ingest
+# reuse_previous=True: samples whose source files and settings are unchanged are copied from the
+# hidden hard link to the previous output instead of decoded; the result must equal a fresh ingest.
+
+
+def assert_same_h5(a, b):
+    """Same datasets (values, dtype, shape, chunks, filters, stored chunk bytes) and attributes."""
+
+    def same_attrs(x, y, where):
+        assert sorted(x) == sorted(y), where
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=f"{where} attr {k}")
+
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        same_attrs(fa.attrs, fb.attrs, "/")
+        names_a, names_b = [], []
+        fa.visit(names_a.append)
+        fb.visit(names_b.append)
+        assert sorted(names_a) == sorted(names_b)
+        for name in names_a:
+            da, db = fa[name], fb[name]
+            assert (da.shape, da.dtype, da.chunks, da.compression, da.shuffle) == (
+                db.shape, db.dtype, db.chunks, db.compression, db.shuffle), name
+            same_attrs(da.attrs, db.attrs, name)
+            np.testing.assert_array_equal(da[()], db[()], err_msg=name)
+            if da.chunks and da.ndim > 1:
+                zeros = (0,) * (da.ndim - 1)
+                for i in range(da.shape[0]):
+                    assert da.id.read_direct_chunk((i, *zeros)) == db.id.read_direct_chunk((i, *zeros)), (name, i)
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    """Number of samples handed to the per-sample decode (threads=1: it runs in this process)."""
+    from medflow.ingest import pixels
+
+    seen = []
+    original = pixels.run_task
+
+    def counting(task):
+        seen.extend(task.sample_ids)
+        return original(task)
+
+    monkeypatch.setattr(pixels, "run_task", counting)
+    return seen
+
+
+def incremental(root, man, modality, spec, *, out="out", threads=1, **kw):
+    """Ingest as Snakemake runs it: the output is deleted before the job, the hidden link is kept."""
+    ext = "h5"
+    path = root / out / f"{modality}.{ext}"
+    path.unlink(missing_ok=True)
+    summary = ingest_modality(man, root, modality, spec, path, root / out / f"{modality}.problems.csv",
+                              progress=False, reuse_previous=True, threads=threads, source_hash="h", **kw)
+    return summary, path, read_problems(root / out / f"{modality}.problems.csv")
+
+
+def scratch(root, man, modality, spec, **kw):
+    """A from-scratch ingest of ``man`` into a fresh folder (no previous file)."""
+    import shutil
+
+    shutil.rmtree(root / "scratch", ignore_errors=True)
+    return incremental(root, man, modality, spec, out="scratch", **kw)
+
+
+@pytest.fixture
+def series_cohort(tmp_path):
+    """Six small CT series S0..S5, one broken series, slice labels for S0, S4 and S5."""
+    rng = np.random.default_rng(7)
+    uids = {}
+    for i, depth in enumerate([4, 3, 5, 2, 3, 4]):
+        uids[f"S{i}"] = write_shuffled_series(tmp_path / "ct" / f"S{i}", hu_volume(depth, 16, 10 + i), f"S{i}", rng)
+    p = write_series(tmp_path / "ct" / "bad", hu_volume(3, 16, 99), seed_key="bad")
+    p[1].write_bytes(p[1].read_bytes()[:-100])
+    labels = [
+        {"sample_id": "S0", "sop_instance_uid": uids["S0"][1], "pe_present_on_image": 1},
+        {"sample_id": "S4", "sop_instance_uid": uids["S4"][0], "pe_present_on_image": 1},
+        {"sample_id": "S5", "sop_instance_uid": uids["S5"][2], "pe_present_on_image": 0},
+    ]
+    pd.DataFrame(labels).to_csv(tmp_path / "slice_labels.csv", index=False)
+
+    def man(ids):
+        return manifest(ids, ct=[f"ct/{s}" if s != "SX" else "" for s in ids])
+
+    return tmp_path, man, uids
+
+
+SERIES_SPEC = {"kind": "slices", "size": [8, 8], "slice_labels": "slice_labels.csv"}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reuse_appended_samples_only_new_ones_decoded(series_cohort, threads, caplog, request):
+    root, man, _ = series_cohort
+    # counting needs the decode in this process; with a pool, n_reused and the result must do
+    count_decodes = request.getfixturevalue("count_decodes") if threads == 1 else []
+    first = man(["S0", "SX", "bad", "S1", "S2"])
+    s1, out, _ = incremental(root, first, "ct", SERIES_SPEC, threads=threads)
+    assert (s1.n_ok, s1.n_reused, s1.n_problems) == (3, 0, 1)
+    prev = root / "out" / ".ct.previous.h5"
+    assert prev.stat().st_ino == out.stat().st_ino  # a hard link, no copy
+    count_decodes.clear()
+
+    grown = man(["S0", "SX", "bad", "S1", "S2", "S3", "S4", "S5"])  # three new patients appended
+    caplog.set_level("INFO", logger="medflow.ingest")
+    s2, out, problems = incremental(root, grown, "ct", SERIES_SPEC, threads=threads)
+    assert (s2.n_ok, s2.n_reused, s2.n_problems, s2.n_missing) == (6, 3, 1, 1)
+    if threads == 1:
+        assert sorted(count_decodes) == ["S3", "S4", "S5", "bad"]  # the bad series is re-tried, never reused
+    assert "3 reused from the previous ingest, 3 converted" in caplog.text
+    assert [p.sample_id for p in problems] == ["bad"] and "truncated" in problems[0].reason
+    assert prev.stat().st_ino == out.stat().st_ino  # the link moved to the new output
+
+    _, ref, ref_problems = scratch(root, grown, "ct", SERIES_SPEC)
+    assert_same_h5(out, ref)
+    assert problems == ref_problems
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["S0", "S1", "S2", "S3", "S4", "S5"]
+        assert (f["slice_label"][:] >= 0).sum() == 3
+
+
+def test_reuse_reattaches_current_slice_labels(series_cohort, count_decodes):
+    root, man, uids = series_cohort
+    incremental(root, man(["S0", "S1"]), "ct", SERIES_SPEC)
+    pd.DataFrame([{"sample_id": "S1", "sop_instance_uid": uids["S1"][2], "pe_present_on_image": 1}]).to_csv(
+        root / "slice_labels.csv", index=False)
+    count_decodes.clear()
+    s, out, _ = incremental(root, man(["S0", "S1"]), "ct", SERIES_SPEC)
+    assert s.n_reused == 2 and count_decodes == []
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["slice_label"][:], [-1] * 4 + [-1, -1, 1])
+    assert_same_h5(out, scratch(root, man(["S0", "S1"]), "ct", SERIES_SPEC)[1])
+
+
+def test_reuse_modified_sources_are_decoded_again(series_cohort, count_decodes):
+    root, man, _ = series_cohort
+    ids = ["S0", "S1", "S2", "S3"]
+    incremental(root, man(ids), "ct", SERIES_SPEC)
+    # S1: one file rewritten with new pixels; S2: a file only touched (same bytes, new mtime);
+    # S3: a file added to the folder (an extra slice at the end of the stack)
+    files1 = sorted((root / "ct" / "S1").iterdir())
+    ds = pydicom.dcmread(files1[0])
+    ds.PixelData = (ds.pixel_array + 7).astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(files1[0])
+    f2 = sorted((root / "ct" / "S2").iterdir())[0]
+    st = f2.stat()
+    import os
+
+    os.utime(f2, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    vol3 = hu_volume(3, 16, 13)
+    write_series(root / "ct" / "S3", vol3, seed_key="S3")  # rewrites the series (new names, uids)
+    count_decodes.clear()
+    s, out, problems = incremental(root, man(ids), "ct", SERIES_SPEC)
+    assert sorted(count_decodes) == ["S1", "S2", "S3"] and s.n_reused == 1
+    _, ref, ref_problems = scratch(root, man(ids), "ct", SERIES_SPEC)
+    assert_same_h5(out, ref)
+    assert problems == ref_problems
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"size": [4, 4]}, {"compression": "lzf"}, {"compression_level": 3}, {"window": [-100, 100]}],
+)
+def test_reuse_nothing_when_settings_change(series_cohort, count_decodes, change, caplog):
+    root, man, _ = series_cohort
+    ids = ["S0", "S1", "S2"]
+    incremental(root, man(ids), "ct", SERIES_SPEC)
+    kw = {k: v for k, v in change.items() if k.startswith("compression")}
+    spec = {**SERIES_SPEC, **{k: v for k, v in change.items() if k not in kw}}
+    count_decodes.clear()
+    caplog.set_level("INFO", logger="medflow.ingest")
+    s, out, _ = incremental(root, man(ids), "ct", spec, **kw)
+    assert s.n_reused == 0 and sorted(count_decodes) == ids
+    assert "settings changed" in caplog.text
+    assert_same_h5(out, scratch(root, man(ids), "ct", spec, **kw)[1])
+
+
+def test_reuse_survives_a_slice_labels_change_and_a_stage_bump_disables_it(series_cohort, count_decodes, monkeypatch):
+    root, man, _ = series_cohort
+    ids = ["S0", "S1"]
+    incremental(root, man(ids), "ct", {"kind": "slices", "size": [8, 8]})
+    count_decodes.clear()
+    s, _, _ = incremental(root, man(ids), "ct", SERIES_SPEC)  # labels added: arrays are unchanged
+    assert s.n_reused == 2 and count_decodes == []
+    from medflow import stages
+
+    monkeypatch.setitem(stages.STAGE_VERSIONS, "ingest", stages.STAGE_VERSIONS["ingest"] + 1)
+    s, _, _ = incremental(root, man(ids), "ct", SERIES_SPEC)
+    assert s.n_reused == 0 and sorted(count_decodes) == ids
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "not_ingest_h5"])
+def test_reuse_ignores_a_corrupt_previous_file(series_cohort, count_decodes, damage, caplog):
+    root, man, _ = series_cohort
+    ids = ["S0", "S1", "S2"]
+    incremental(root, man(ids), "ct", SERIES_SPEC)
+    prev = root / "out" / ".ct.previous.h5"
+    data = prev.read_bytes()
+    prev.unlink()  # break the link first: the damage must not reach the output under test
+    if damage == "garbage":
+        prev.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif damage == "truncated":
+        prev.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        prev.write_bytes(b"")
+    else:
+        with h5py.File(prev, "w") as f:
+            f["images"] = np.zeros((1, 8, 8), np.int16)
+            f.attrs["settings_fingerprint"] = h5py.File(root / "out" / "ct.h5").attrs["settings_fingerprint"]
+    count_decodes.clear()
+    caplog.set_level("INFO", logger="medflow.ingest")
+    s, out, _ = incremental(root, man([*ids, "S3"]), "ct", SERIES_SPEC)
+    assert s.n_reused == 0 and sorted(count_decodes) == [*ids, "S3"]
+    assert any(r.levelname == "WARNING" and "previous ingest file is unusable" in r.message for r in caplog.records)
+    assert_same_h5(out, scratch(root, man([*ids, "S3"]), "ct", SERIES_SPEC)[1])
+    assert (root / "out" / ".ct.previous.h5").stat().st_ino == out.stat().st_ino  # a good link again
+
+
+def test_reuse_failing_part_way_converts_everything(series_cohort, count_decodes, monkeypatch, caplog):
+    from medflow.ingest import reuse
+
+    root, man, _ = series_cohort
+    ids = ["S0", "S1", "S2"]
+    incremental(root, man(ids), "ct", SERIES_SPEC)
+    calls = {"n": 0}
+    original = reuse.Previous.copy
+
+    def flaky(self, row, sink):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise reuse.PreviousUnreadable("chunk read failed (simulated)")
+        return original(self, row, sink)
+
+    monkeypatch.setattr(reuse.Previous, "copy", flaky)
+    count_decodes.clear()
+    s, out, _ = incremental(root, man([*ids, "S3"]), "ct", SERIES_SPEC)
+    assert s.n_reused == 0 and sorted(count_decodes[-4:]) == [*ids, "S3"]  # the second pass decodes all
+    assert "failed part-way" in caplog.text
+    assert_same_h5(out, scratch(root, man([*ids, "S3"]), "ct", SERIES_SPEC)[1])
+
+
+def test_reuse_removed_samples_disappear(series_cohort, count_decodes):
+    root, man, _ = series_cohort
+    incremental(root, man(["S0", "S1", "S2", "S3", "S4"]), "ct", SERIES_SPEC)
+    count_decodes.clear()
+    smaller = man(["S4", "S0", "S3"])  # S1, S2 removed, the rest reordered
+    s, out, problems = incremental(root, smaller, "ct", SERIES_SPEC)
+    assert (s.n_ok, s.n_reused) == (3, 3) and count_decodes == [] and problems == []
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["S4", "S0", "S3"]
+    assert_same_h5(out, scratch(root, smaller, "ct", SERIES_SPEC)[1])
+
+
+def test_reuse_images_with_mixed_units(tmp_path, count_decodes):
+    grey = (np.arange(256).reshape(16, 16) % 251).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    write_image(tmp_path / "b.dcm", np.rint(np.linspace(-1000, 1000, 256)).reshape(16, 16), modality="CT", spacing=(0.5, 0.5))
+    Image.fromarray(255 - grey).save(tmp_path / "c.png")
+    spec = {"kind": "image", "size": [8, 8], "window": [-250, 150]}
+    incremental(tmp_path, manifest(["a", "b"], x=["a.png", "b.dcm"]), "x", spec)
+    count_decodes.clear()
+    man = manifest(["a", "b", "c"], x=["a.png", "b.dcm", "c.png"])
+    s, out, _ = incremental(tmp_path, man, "x", spec)
+    assert s.n_reused == 2 and count_decodes == ["c"]
+    with h5py.File(out) as f:
+        assert f.attrs["units"] == "mixed"
+        assert list(f["sample_units"].asstr()[:]) == ["raw", "HU", "raw"]
+    assert_same_h5(out, scratch(tmp_path, man, "x", spec)[1])
+
+
+def test_reuse_volume_with_mask(tmp_path, count_decodes):
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        np.save(tmp_path / f"v{i}.npy", rng.uniform(0, 100, (4, 8, 8)))
+        np.save(tmp_path / f"m{i}.npy", (rng.uniform(size=(4, 8, 8)) > 0.5).astype(np.uint8))
+    spec = {"kind": "volume", "size": [2, 4, 4], "mask": "seg"}
+    man = manifest(["a", "b", "c"], mri=["v0.npy", "v1.npy", "v2.npy"], seg=["m0.npy", "m1.npy", "m2.npy"])
+    incremental(tmp_path, man.iloc[:2], "mri", spec)
+    np.save(tmp_path / "m1.npy", np.ones((4, 8, 8), np.uint8))  # b's mask changed, its image did not
+    count_decodes.clear()
+    s, out, _ = incremental(tmp_path, man, "mri", spec)
+    assert s.n_reused == 1 and sorted(count_decodes) == ["b", "c"]
+    assert_same_h5(out, scratch(tmp_path, man, "mri", spec)[1])
+
+
+def test_reuse_patches_per_row_of_an_unchanged_container(tmp_path, count_decodes):
+    data = np.random.default_rng(0).integers(-1000, 1000, (20, 8, 8)).astype(np.int16)
+    with h5py.File(tmp_path / "all_patches.hdf5", "w") as f:
+        f["ct_slices"] = data
+    spec = {"kind": "patches", "size": [4, 4]}
+    refs = [f"all_patches.hdf5#{r}" for r in (17, 3, 9, 3, 25)] + ["all_patches.hdf5#x"]
+    man = manifest([f"p{i}" for i in range(6)], patch=refs)
+    incremental(tmp_path, man.iloc[[0, 1, 4, 5]], "patch", spec)
+    count_decodes.clear()
+    s, out, problems = incremental(tmp_path, man, "patch", spec)
+    # p1 and p3 are the same row: p3 is reused from p1; p4 (out of range) is re-tried
+    assert s.n_reused == 3 and sorted(count_decodes) == ["p2", "p4"]
+    assert sorted(p.sample_id for p in problems) == ["p4", "p5"]
+    assert_same_h5(out, scratch(tmp_path, man, "patch", spec)[1])
+    with h5py.File(tmp_path / "all_patches.hdf5", "a") as f:  # a rewritten container: every row again
+        f["ct_slices"][0] = 0
+    count_decodes.clear()
+    s, _, _ = incremental(tmp_path, man, "patch", spec)
+    assert s.n_reused == 0 and sorted(count_decodes) == ["p0", "p1", "p2", "p3", "p4"]
+
+
+def test_reuse_off_keeps_no_previous_file_and_link_failure_disables_it(series_cohort, monkeypatch, caplog):
+    root, man, _ = series_cohort
+    incremental(root, man(["S0"]), "ct", SERIES_SPEC)
+    assert (root / "out" / ".ct.previous.h5").exists()
+    run(root, man(["S0"]), "ct", SERIES_SPEC)  # reuse off (the default): the stale link is dropped
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["ct.h5", "ct.problems.csv"]
+
+    import os
+
+    def no_links(*a, **k):
+        raise OSError(1, "Operation not permitted (simulated)")
+
+    monkeypatch.setattr(os, "link", no_links)
+    caplog.set_level("INFO", logger="medflow.ingest")
+    s, _, _ = incremental(root, man(["S0", "S1"]), "ct", SERIES_SPEC)
+    assert s.n_ok == 2 and "cannot hard-link" in caplog.text
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["ct.h5", "ct.problems.csv"]

@@ -256,3 +256,22 @@ def test_stage1_reruns_follow_the_config_change(tmp_path):
     config_path.write_text(original)
     proc = snakemake(workdir, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    # the partial-rerun recipes of the README, by their exact job lists
+    study = ("--", "results/lnmc/report.html")  # one study: the overview depends on every page of it
+    downstream = {"features": 1, "stage2": 2, **reports}
+    assert job_counts(snakemake(workdir, "-n", "--forcerun", "train_stage1", *study).stdout) == {
+        "train_stage1": 1, **downstream}
+    assert job_counts(snakemake(workdir, "-n", "--forcerun", "train_stage1", "--until", "train_stage1",
+                                *study).stdout) == {"train_stage1": 1}
+    assert job_counts(snakemake(workdir, "-n", "--forcerun", "pretrain_stage1", *study).stdout) == {
+        "pretrain_stage1": 1, "train_stage1": 1, **downstream}
+    assert job_counts(snakemake(workdir, "-n", "--forcerun", "stage2", "--",
+                                "results/lnmc/rf_report.html").stdout) == {"stage2": 1, "evaluate": 1, "report": 1}
+    # re-evaluate without retraining: forced, or because an evaluation setting changed
+    assert job_counts(snakemake(workdir, "-n", "--forcerun", "evaluate", *study).stdout) == reports
+    config = yaml.safe_load(original)
+    config["evaluation"]["bootstrap"] = 200
+    config_path.write_text(yaml.safe_dump(config))
+    assert job_counts(snakemake(workdir, "-n").stdout) == reports
+    config_path.write_text(original)

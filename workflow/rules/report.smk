@@ -62,6 +62,8 @@ rule study_report:
         manifest=f"{RESULTS}/{{study}}/manifest.csv",
         cohort=f"{RESULTS}/{{study}}/cohort.json",
         problems=lambda wc: problem_files(wc.study),
+        # the pages it links to, so that this one target brings a whole study up to date
+        pages=lambda wc: [f"{RESULTS}/{wc.study}/{n}_report.html" for n in MODELS[wc.study]],
     output:
         html=report(
             f"{RESULTS}/{{study}}/report.html",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing as mp
 import shutil
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import medflow
-from medflow.ingest import pixels
+from medflow.ingest import pixels, reuse
 from medflow.ingest.h5out import H5Sink, check_compression, spool_dir, spool_read, utf8
 from medflow.ingest.pixels import IMAGE_KINDS, SampleResult, Task
 from medflow.ingest.tables import TABLE_KINDS
@@ -42,10 +43,12 @@ class IngestSummary:
     n_problems: int
     n_missing: int
     n_slices: int = 0
+    n_reused: int = 0  # of n_ok: copied from the previous ingest file instead of decoded
     seconds_decode: float = 0.0
     seconds_transform: float = 0.0
     seconds_compress: float = 0.0
     seconds_write: float = 0.0
+    seconds_reuse: float = 0.0  # reading reused samples from the previous file (their writing is in write)
     seconds_wall: float = 0.0
 
     @property
@@ -55,6 +58,7 @@ class IngestSummary:
             "transform": self.seconds_transform,
             "compress": self.seconds_compress,
             "write": self.seconds_write,
+            "reuse": self.seconds_reuse,
             "wall": self.seconds_wall,
         }
 
@@ -73,12 +77,18 @@ def ingest_modality(
     compression_level: int = 1,
     source_hash: str = "",
     progress: bool = True,
+    reuse_previous: bool = False,
 ) -> IngestSummary:
     """Ingest ``modality`` of ``manifest`` (paths relative to ``cohort_root``) into ``out_path``.
 
     Image kinds write HDF5 (``.h5``), table kinds parquet. Every sample that fails becomes a row of
     ``problems_path`` (always written) and is left out; ``on_bad_input="fail"`` raises BadInputError
     after writing the problems, and leaves no output file.
+
+    ``reuse_previous`` (image kinds): copy the samples whose source files and conversion settings are
+    unchanged from the previous ingest (kept as a hard link ``.{modality}.previous.h5`` beside
+    ``out_path``, see medflow.ingest.reuse) instead of decoding them, and keep that link to this run's
+    output afterwards. The output is the same as without it. Off: the link is neither read nor kept.
     """
     t_start = time.perf_counter()
     kind = spec["kind"]
@@ -96,13 +106,16 @@ def ingest_modality(
         summary = _ingest_image_kind(
             manifest, cohort_root, modality, spec, out_path, problems_path,
             threads=max(int(threads), 1), on_bad_input=on_bad_input, compression=compression,
-            level=int(compression_level), source_hash=source_hash, progress=progress,
+            level=int(compression_level), source_hash=source_hash, progress=progress, reuse_previous=reuse_previous,
         )
     summary.seconds_wall = time.perf_counter() - t_start
     log.info(
-        "%s (%s): %d ingested, %d problem(s), %d missing%s in %.1f s (decode %.1f s, transform %.1f s, "
+        "%s (%s): %d ingested%s, %d problem(s), %d missing%s in %.1f s (decode %.1f s, transform %.1f s, "
         "compress %.1f s summed over workers; write %.1f s)",
-        modality, kind, summary.n_ok, summary.n_problems, summary.n_missing,
+        modality, kind, summary.n_ok,
+        f" ({summary.n_reused} reused from the previous ingest, {summary.n_ok - summary.n_reused} converted)"
+        if reuse_previous and kind in IMAGE_KINDS else "",
+        summary.n_problems, summary.n_missing,
         f", {summary.n_slices} slices" if kind == "slices" else "", summary.seconds_wall,
         summary.seconds_decode, summary.seconds_transform, summary.seconds_compress, summary.seconds_write,
     )
@@ -328,9 +341,48 @@ def _load_slice_labels(root: Path, spec: dict) -> tuple[dict[tuple[str, str], in
     return labels, label
 
 
+def _item_shape(kind: str, size: list[int], channels: int) -> list[int]:
+    return [3, *size] if kind == "image" and channels == 3 else list(size)
+
+
 def _ingest_image_kind(
     manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path, *,
     threads: int, on_bad_input: str, compression: str, level: int, source_hash: str, progress: bool,
+    reuse_previous: bool,
+) -> IngestSummary:
+    kind = spec["kind"]
+    settings = reuse.settings_fingerprint(spec, compression, level)
+    convert = functools.partial(
+        _convert_images, manifest, root, modality, spec, out_path, problems_path, threads=threads,
+        on_bad_input=on_bad_input, compression=compression, level=level, source_hash=source_hash,
+        progress=progress, settings=settings,
+    )
+    if not reuse_previous:
+        reuse.drop_previous(out_path)
+        return convert(None)
+    size = [int(s) for s in spec["size"]]
+    item = _item_shape(kind, size, int(spec.get("channels", 1) or 1))
+    dtype = np.int16 if kind == "slices" else np.float32
+    previous = reuse.load_previous(
+        reuse.previous_path(out_path), settings, kind, item, dtype, with_mask=kind == "volume" and bool(spec.get("mask"))
+    )
+    try:
+        summary = convert(previous)
+    except reuse.PreviousUnreadable as exc:  # the partial output is gone (atomic_path): start again
+        log.warning("%s: the previous ingest file failed part-way (%s); converting every sample", modality, exc)
+        previous.close()
+        summary = convert(None)
+    finally:
+        if previous is not None:
+            previous.close()
+    reuse.keep_previous(out_path)
+    return summary
+
+
+def _convert_images(
+    manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path,
+    previous: reuse.Previous | None, *, threads: int, on_bad_input: str, compression: str, level: int,
+    source_hash: str, progress: bool, settings: str,
 ) -> IngestSummary:
     kind = spec["kind"]
     size = [int(s) for s in spec["size"]]
@@ -341,22 +393,32 @@ def _ingest_image_kind(
     slice_labels, label_name = _load_slice_labels(root, spec) if kind == "slices" else ({}, None)
     orders = [o for t in tasks for o in t.order] + [r.order for r in early]
     n_samples = len(orders)
+    # Fingerprints are taken before any decoding: a file that changes meanwhile is re-decoded next time.
+    source_fps = reuse.fingerprints(tasks, root)
+    taken = _take_reusable(tasks, source_fps, previous)
+    tasks = [t for t in tasks if t.order]
+    reused = [SampleResult(o, sid) for o, (_, sid) in taken.items()]
+    reused_rows = {o: row for o, (row, _) in taken.items()}  # manifest position → row of the previous file
 
-    summary = IngestSummary(modality, kind, 0, 0, n_missing)
+    summary = IngestSummary(modality, kind, 0, 0, n_missing, n_reused=len(reused))
+    if previous is not None:
+        log.info("%s: %d of %d sample(s) reused from the previous ingest, %d to convert",
+                 modality, len(reused), n_samples, n_samples - len(reused))
     problems: list[Problem] = []
     ids: list[str] = []
+    fps: list[str] = []
     spacings: list[tuple[float, ...]] = []
-    units: set[str] = set()
+    sample_units: list[str] = []
     offsets = [0]
     z: list[np.ndarray] = []
     uids: list[str] = []
     labels: list[np.ndarray] = []
     n_labelled = 0
-    item = {"image": ([3, *size] if channels == 3 else size), "patches": size, "volume": size, "slices": size}[kind]
+    item = _item_shape(kind, size, channels)
     dtype = np.int16 if kind == "slices" else np.float32
-    runner = _Runner(tasks, threads)  # the pool forks before the output file is opened
+    runner = _Runner(tasks, threads)  # the pool forks before the output file (and the previous one) is opened
     spool_buffer = bytearray()
-    bar = progress_bar(total=n_samples, desc=f"ingest {modality}", unit="sample", disable=not progress)
+    bar = progress_bar(total=n_samples - len(reused), desc=f"ingest {modality}", unit="sample", disable=not progress)
     try:
         with atomic_path(out_path) as tmp:
             with h5py.File(tmp, "w") as f:
@@ -364,14 +426,25 @@ def _ingest_image_kind(
                 sink.create("images", item, dtype)
                 if kind == "volume" and spec.get("mask"):
                     sink.create("masks", size, np.uint8)
-                for r in _in_order(_chain([early], runner.results), orders):
-                    bar.update(1)
-                    for key in ("decode", "transform", "compress"):
-                        setattr(summary, f"seconds_{key}", getattr(summary, f"seconds_{key}") + r.seconds.get(key, 0.0))
+                if reused:
+                    previous.open()
+                for r in _in_order(_chain([early, reused], runner.results), orders):
+                    row = reused_rows.get(r.order)
+                    if row is not None:  # copy its stored chunks as they are, and what else it stored
+                        t0, w0 = time.perf_counter(), sink.seconds
+                        old = previous.copy(row, sink)
+                        summary.seconds_reuse += time.perf_counter() - t0 - (sink.seconds - w0)
+                        r.spacing, r.units, r.z, r.sop_instance_uids = old.spacing, old.units, old.z, old.sop_instance_uids
+                    else:
+                        bar.update(1)
+                        for key in ("decode", "transform", "compress"):
+                            setattr(summary, f"seconds_{key}", getattr(summary, f"seconds_{key}") + r.seconds.get(key, 0.0))
                     if r.problem is not None:
                         problems.append(r.problem)  # write_problems logs each one
                         continue
-                    if r.spool_file is not None:
+                    if row is not None:
+                        pass
+                    elif r.spool_file is not None:
                         for name, chunks in spool_read(r.spool_file, r.chunks, spool_buffer).items():
                             sink.append(name, chunks)
                         # the views die here, so the buffer may grow on the next sample
@@ -380,7 +453,8 @@ def _ingest_image_kind(
                         for name, chunks in r.chunks.items():
                             sink.append(name, chunks)
                     ids.append(r.sample_id)
-                    units.add(r.units)
+                    fps.append(source_fps.get(r.order, ""))
+                    sample_units.append(r.units)
                     sp = r.spacing if r.spacing is not None else (np.nan,) * (3 if kind in ("volume", "slices") else 2)
                     spacings.append(tuple(float(v) for v in sp))
                     if kind == "slices":
@@ -393,9 +467,12 @@ def _ingest_image_kind(
                         labels.append(lab)
                 summary.n_ok, summary.n_problems = len(ids), len(problems)
                 _finish_h5(
-                    sink, kind, modality, spec, size, ids, spacings, units, offsets, z, uids, labels, label_name,
+                    sink, kind, modality, spec, size, ids, spacings, sample_units, offsets, z, uids, labels, label_name,
                     compression, level, source_hash,
                 )
+                sink.put("source_fingerprint", utf8(fps))
+                sink.put("sample_units", utf8(sample_units))
+                f.attrs["settings_fingerprint"] = settings
                 write_problems(problems_path, problems)
                 if problems and on_bad_input == "fail":
                     _fail(problems, problems_path, modality)
@@ -414,6 +491,30 @@ def _ingest_image_kind(
     return summary
 
 
+def _take_reusable(
+    tasks: list[Task], source_fps: dict[int, str], previous: reuse.Previous | None
+) -> dict[int, tuple[int, str]]:
+    """Take the samples whose source fingerprint the previous file holds out of ``tasks``; return
+    manifest position → (row in the previous file, sample id) for each of them."""
+    if previous is None:
+        return {}
+    taken: dict[int, tuple[int, str]] = {}
+    for t in tasks:
+        keep = []
+        for j, o in enumerate(t.order):
+            fp = source_fps.get(o, "")
+            row = previous.rows.get(fp) if fp else None
+            if row is None:
+                keep.append(j)
+            else:
+                taken[o] = (row, t.sample_ids[j])
+        if len(keep) < len(t.order):
+            t.order, t.sample_ids = [t.order[j] for j in keep], [t.sample_ids[j] for j in keep]
+            if t.kind == "patches":
+                t.rows = [t.rows[j] for j in keep]
+    return taken
+
+
 def _chain(first: list[list[SampleResult]], rest: Iterator[list[SampleResult]]) -> Iterator[list[SampleResult]]:
     yield from first
     yield from rest
@@ -421,7 +522,7 @@ def _chain(first: list[list[SampleResult]], rest: Iterator[list[SampleResult]]) 
 
 def _finish_h5(
     sink: H5Sink, kind: str, modality: str, spec: dict, size: list[int], ids: list[str],
-    spacings: list[tuple[float, ...]], units: set[str], offsets: list[int], z: list[np.ndarray], uids: list[str],
+    spacings: list[tuple[float, ...]], sample_units: list[str], offsets: list[int], z: list[np.ndarray], uids: list[str],
     labels: list[np.ndarray], label_name: str | None, compression: str, level: int, source_hash: str,
 ) -> None:
     f = sink.f
@@ -436,6 +537,7 @@ def _finish_h5(
         sink.put("sop_instance_uid", utf8(uids))
         if label_name:
             f["slice_label"].attrs["label"] = label_name
+    units = set(sample_units)
     attrs = f.attrs
     attrs["modality"] = modality
     attrs["kind"] = kind
