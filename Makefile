@@ -5,7 +5,7 @@ CORES  ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medflow-installed
 
-.PHONY: install demo test lint browser clean-results
+.PHONY: install demo test lint browser cluster-test clean-results
 
 # torch==2.14.1 / torchvision==0.29.1 come from the local wheel cache through plain pip.
 $(STAMP): pyproject.toml
@@ -24,12 +24,18 @@ demo: install
 ## Lint (ruff, snakemake --lint) and run the test suite.
 test: install lint browser
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory cluster-test
 
 ## Chromium from Debian for the report rendering test (skipped, with its reason, where it cannot be installed).
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "chromium is not installed and could not be: the browser test will be skipped"
+
+## A one-node SLURM cluster on this machine runs a tiny workflow through profiles/slurm (needs root;
+## installs slurm + munge with apt where missing; skipped, with its reason, where it cannot run).
+cluster-test: install
+	MEDFLOW_PYTHON=$(abspath $(BIN))/python bash tests/cluster/slurm_one_node.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,6 +27,14 @@ include: "workflow/rules/stage2.smk"
 include: "workflow/rules/report.smk"
 
 
+# Seconds of work each: on a cluster they run on the submitting host instead of waiting in the queue.
+localrules:
+    validate_manifest,
+    split,
+    fold_ensemble,
+    study_report,
+
+
 rule all:
     input:
         all_targets(),
