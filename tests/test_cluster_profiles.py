@@ -117,19 +117,22 @@ def test_workflow_runs_through_the_sge_profile(tmp_path):
         path.write_text(text.format(state=state))
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    targets = ["results/lnmc/splits.csv"]
+    targets = ["results/lnmc/splits.csv", "results/lnmc/ingest/ct_patch.h5"]
     proc = snakemake(workdir, "--profile", "profiles/sge", "--max-status-checks-per-second", "5",
                      "--seconds-between-status-checks", "1", *targets, env=env)
 
     calls = {p.stem: p.read_text().splitlines() for p in state.glob("*.args")}
-    names = sorted(args[args.index("-N") + 1] for args in calls.values())
-    assert names == ["medflow.demo_cohort.lnmc", "medflow.split.lnmc", "medflow.validate_manifest.lnmc"]
-    for args in calls.values():
-        assert "h_vmem=" + ("2000M" if "medflow.split.lnmc" not in args else "1000M") in args
-        assert any(a.startswith("h_rt=") for a in args)
+    by_name = {args[args.index("-N") + 1]: args for args in calls.values()}
+    # validate_manifest and split are localrules: they run here, not through qsub
+    assert sorted(by_name) == ["medflow.demo_cohort.lnmc", "medflow.ingest_images.lnmc.ct_patch"]
+    demo, ingest = by_name["medflow.demo_cohort.lnmc"], by_name["medflow.ingest_images.lnmc.ct_patch"]
+    assert "-pe" not in demo and {"h_vmem=2000M", "h_rt=0:30:00"} <= set(demo)
+    assert ingest[ingest.index("-pe") + 1:ingest.index("-pe") + 3] == ["smp", "8"]
+    assert {"h_vmem=1000M", "h_rt=6:00:00"} <= set(ingest)  # 8000 MB over 8 slots
     assert all((state / f"{job}.exit").read_text().strip() == "0" for job in calls)
     splits = (workdir / "results/lnmc/splits.csv").read_text().splitlines()
     assert splits[0].startswith("sample_id") and len(splits) > 100
-    assert "3 of 3 steps (100%) done" in proc.stdout + proc.stderr
+    assert (workdir / "results/lnmc/ingest/ct_patch.h5").stat().st_size > 0
+    assert "4 of 4 steps (100%) done" in proc.stdout + proc.stderr
     profile = yaml.safe_load((REPO / "profiles/sge/config.yaml").read_text())
     assert profile["executor"] == "cluster-generic"
