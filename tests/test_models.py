@@ -365,3 +365,25 @@ def test_efficientnet_eval_mode_is_not_constant_after_a_short_training():
     with torch.no_grad():
         features = model.features(x)
     assert features.std(0).mean() > 1e-4
+
+
+def test_frozen_encoder_stays_fixed_in_train_mode_and_through_a_wrapper():
+    """freeze_encoder is part of the module's own forward, so a wrapper that calls forward (as
+    DistributedDataParallel does) trains the head alone and leaves the encoder's statistics be."""
+    from torch import nn
+
+    from medflow.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1))
+    model = Classifier(encoder, feature_dim=4).freeze_encoder()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    wrapper = nn.Sequential(model)  # anything that only calls forward
+    wrapper.train()
+    assert model.training and model.head.training and not encoder.training
+    loss = wrapper(torch.randn(6, 1, 8, 8) * 3 + 2).sum()
+    loss.backward()
+    assert all(p.grad is None for p in encoder.parameters())
+    assert model.head[1].weight.grad is not None
+    for key, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, before[key])  # running statistics untouched

@@ -201,6 +201,7 @@ def tiny_stage1(config):
     study["stage1"] = {
         "ct_patch-convnet": {
             "modality": "ct_patch", "model": "convnet", "pretrain": "simclr", "augment": {"hflip": 0.5, "noise": 0.1},
+            "gpus": 2,  # data-parallel: two gloo ranks under torchrun on this CPU machine
             "pretrain_train": {"epochs": 1, "batch_size": 16, "workers": 0},
             "train": {"epochs": 2, "batch_size": 16, "workers": 0, "lr": 0.003},
         }
@@ -219,6 +220,9 @@ def test_stage1_reruns_follow_the_config_change(tmp_path):
     model_dir = workdir / "results/lnmc/stage1/ct_patch-convnet"
     assert (model_dir / "pretrain/model.pt").is_file() and (model_dir / "predictions.csv").is_file()
     assert (workdir / "results/lnmc/features/ct_patch-convnet.h5").is_file()
+    for job in ("pretrain", "train"):  # both ranks trained, under torchrun, and logged to the rule's log
+        log = (workdir / f"logs/lnmc/{job}_ct_patch-convnet.log").read_text()
+        assert "rank 0 " in log and "rank 1 " in log, log[-3000:]
     proc = snakemake(workdir, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 

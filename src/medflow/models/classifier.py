@@ -28,6 +28,23 @@ class Classifier(nn.Module):
         self.num_outputs = num_outputs
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_outputs))
         self.norm: nn.Module = nn.Identity()
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> Classifier:
+        """Train the head alone on fixed features: the encoder's weights get no gradient, its
+        BatchNorm statistics stay as they are (eval mode whatever ``train()`` says), and its forward
+        pass builds no graph. Part of ``forward``, so a DistributedDataParallel wrapper sees it."""
+        for parameter in self.encoder.parameters():
+            parameter.requires_grad_(False)
+        self.encoder_frozen = True
+        self.encoder.eval()
+        return self
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def normalise_features(self) -> Classifier:
         """Standardise the features before the head (a linear probe on a frozen encoder): BatchNorm
@@ -38,6 +55,9 @@ class Classifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Feature vector ``(B, feature_dim)`` used downstream (fusion, classical heads)."""
+        if self.encoder_frozen:
+            with torch.no_grad():
+                return torch.flatten(self.encoder(x), 1)
         return torch.flatten(self.encoder(x), 1)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -174,7 +174,9 @@ class Trainer:
 
     ``fingerprint`` identifies what is being trained (model, data, config): a checkpoint with
     another fingerprint is never resumed. ``rank``/``world_size`` > 1 run one replica of a
-    DistributedDataParallel job; only rank 0 writes files.
+    DistributedDataParallel job; only rank 0 writes files. ``unused_parameters``: some trainable
+    parameters take no part in the loss (a network's classifier during contrastive pre-training),
+    which DDP must be told, at the cost of a graph walk per step.
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         progress: bool = True,
+        unused_parameters: bool = False,
     ) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
@@ -213,7 +216,8 @@ class Trainer:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # (gloo has no SyncBatchNorm)
                 self.model = model
             self.replica = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=unused_parameters,
             )
         self.optimizer = build_optimizer(model.parameters(), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)

@@ -155,28 +155,6 @@ def contrastive_step(method: str, temperature: float):  # type: ignore[no-untype
     return step
 
 
-def frozen_encoder_step(pos_weight: float | None):  # type: ignore[no-untyped-def]
-    """BCE on the head alone: the encoder runs in eval mode (BatchNorm statistics frozen) without grad."""
-    bce = bce_step(pos_weight)
-
-    def step(model: nn.Module, batch: dict[str, Any], device: torch.device) -> StepOutput:
-        model.encoder.eval()
-        return bce(_HeadOnly(model), batch, device)
-
-    return step
-
-
-class _HeadOnly(nn.Module):
-    def __init__(self, model: Classifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            features = self.model.features(x)
-        return self.model.head(self.model.norm(features))
-
-
 def build_network(data: Stage1Data, spec: dict[str, Any], encoder: str | Path | None = None) -> Classifier:
     model = build_model(spec["model"], in_channels=in_channels(data, spec), num_outputs=1)
     if spec.get("weights"):
@@ -188,9 +166,7 @@ def build_network(data: Stage1Data, spec: dict[str, Any], encoder: str | Path | 
         if unexpected or any(k.startswith("encoder.") for k in missing):
             raise ValueError(f"encoder {encoder} does not fit {spec['model']}: unexpected {unexpected[:3]}, "
                              f"missing {[k for k in missing if k.startswith('encoder.')][:3]}")
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-        model.normalise_features()
+        model.freeze_encoder().normalise_features()
     return model
 
 
@@ -258,7 +234,7 @@ def train(
         if spec.get("sampler") == "balanced" and cfg.pos_weight == "auto":
             pos_weight = None  # the sampler already balances the classes
         model = build_network(data, spec, encoder)
-        step = frozen_encoder_step(pos_weight) if encoder is not None else bce_step(pos_weight)
+        step = bce_step(pos_weight)  # with a pre-trained encoder, the Classifier keeps it frozen
 
     sampler = None
     if spec.get("sampler") == "balanced" and job != "pretrain":
@@ -278,7 +254,8 @@ def train(
     metadata = {"model_name": spec["model"], "in_channels": in_channels(data, spec), "job": job, "fold": fold,
                 "label": label, "modality": spec["modality"]}
     trainer = Trainer(model, cfg, out_dir, device=device, step=step, fingerprint=print_key, metadata=metadata,
-                      progress=progress, rank=rank, world_size=world_size)
+                      progress=progress, rank=rank, world_size=world_size,
+                      unused_parameters=job == "pretrain")  # the classifier waits for stage B
     trainer.fit(train_loader, val_loader)
     if job == "train" and rank == 0:
         predict(data, spec, trainer.model_path, out_dir, label=label, device=device, progress=progress)
