@@ -370,7 +370,6 @@ def _ingest_image_kind(
         summary = convert(previous)
     except reuse.PreviousUnreadable as exc:  # the partial output is gone (atomic_path): start again
         log.warning("%s: the previous ingest file failed part-way (%s); converting every sample", modality, exc)
-        previous.close()
         summary = convert(None)
     finally:
         if previous is not None:
@@ -442,7 +441,7 @@ def _convert_images(
                     if r.problem is not None:
                         problems.append(r.problem)  # write_problems logs each one
                         continue
-                    if row is not None:
+                    if row is not None:  # already in the sink
                         pass
                     elif r.spool_file is not None:
                         for name, chunks in spool_read(r.spool_file, r.chunks, spool_buffer).items():
