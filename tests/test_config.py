@@ -22,7 +22,9 @@ def test_shipped_config_declares_the_five_studies_and_gets_defaults():
     assert config["on_bad_input"] == "skip"
     assert config["studies"]["clnm"]["split"]["folds"] == 0  # filled from the schema's default
     assert config["studies"]["brainmets"]["split"]["folds"] == 5
-    assert config["studies"]["ehr"]["modalities"]["ehr"]["window_hours"] == 48
+    assert config["studies"]["ehr"]["window_hours"] == 48  # the observation window is the study's
+    assert "window_hours" not in config["studies"]["ehr"]["modalities"]["ehr"]
+    assert "window_hours" not in config["studies"]["clnm"]  # no window unless a study sets one
     assert stratify_label(config["studies"]["pe"]) == "pe"
 
 
@@ -97,3 +99,51 @@ def test_check_config_does_not_modify_its_input(raw):
     before = copy.deepcopy(raw)
     check_config(raw)
     assert raw == before
+
+
+# --- the observation window: a study setting --------------------------------------------------------
+
+
+def test_modality_level_window_hours_is_refused_with_where_it_goes(raw):
+    raw["studies"]["ehr"]["modalities"]["ehr"]["window_hours"] = 48
+    raw["studies"]["ehr"]["cohort"]["patients"] = "many"  # other problems are still listed
+    before = copy.deepcopy(raw)
+    with pytest.raises(ConfigError) as err:
+        check_config(raw)
+    msg = str(err.value)
+    assert "studies.ehr.modalities.ehr.window_hours: the observation window is a study setting" in msg
+    assert "move it to studies.ehr.window_hours" in msg and "every modality" in msg
+    assert "unknown key(s) 'window_hours'" not in msg  # said once, clearly
+    assert "studies.ehr.cohort.patients = 'many'" in msg
+    assert raw == before
+    # even where it agrees with the study's: one place only
+    del raw["studies"]["ehr"]["cohort"]["patients"]
+    with pytest.raises(ConfigError, match=r"move it to studies\.ehr\.window_hours"):
+        check_config(raw)
+
+
+def test_events_encoder_needs_the_study_window(raw):
+    del raw["studies"]["ehr"]["window_hours"]
+    with pytest.raises(ConfigError, match=r"studies.ehr.encoders.ehr-events: an events encoder needs the study's observation window"):
+        check_config(raw)
+    raw["studies"]["ehr"]["window_hours"] = 0
+    with pytest.raises(ConfigError, match=r"studies.ehr.window_hours: 0 is less than or equal to the minimum"):
+        check_config(raw)
+
+
+def test_ingest_gets_the_study_window_for_every_modality(raw):
+    from medflow.config import ingest_spec, manifest_view, time_columns
+
+    config = check_config(raw)
+    ehr, clnm = config["studies"]["ehr"], config["studies"]["clnm"]
+    for mod in ("ehr", "cxr", "notes"):
+        assert ingest_spec(ehr, mod)["window_hours"] == 48
+    assert "window_hours" not in ingest_spec(clnm, "tumour_us")
+    assert manifest_view(ehr)["window_hours"] == 48  # manifest validation reruns when the window changes
+    assert time_columns(ehr) == ["cxr_hours"]
+
+
+def test_hours_column_clashing_with_a_label_is_refused(raw):
+    raw["studies"]["ehr"]["labels"].append("cxr_hours")
+    with pytest.raises(ConfigError, match="'cxr_hours' is the acquisition-time column of modality 'cxr'"):
+        check_config(raw)

@@ -67,7 +67,9 @@ def test_manifest_follows_the_contract_and_the_study_config(cohorts, template):
     study = STUDIES[template]
     path_cols = [m for m, spec in study["modalities"].items() if spec["kind"] not in ("table", "events")]
     path_cols += [spec["mask"] for spec in study["modalities"].values() if spec.get("mask")]
-    assert set(frame.columns) == {"sample_id", "patient_id", "center", *study["labels"], *path_cols}
+    times = {"cxr_hours"} if template == "ehr" else set()  # acquisition times for the observation window
+    assert set(frame.columns) == {"sample_id", "patient_id", "center", *study["labels"], *path_cols, *times}
+    assert cohort.warnings == []  # a study with a window and images without their times would warn
     for col in path_cols:
         values = frame[col].dropna()
         values = values[values != ""]
@@ -145,13 +147,48 @@ def test_ehr_files(cohorts):
     assert text.any() and events.loc[text, "value"].isin(["<0.5", "<0.3", "see note"]).all()
     assert (frame["cxr"] == "").any() and (frame["notes"] == "").any()
     assert frame["cxr"].str.endswith(".dcm").any() and frame["cxr"].str.endswith(".png").any()
+    late_notes = 0
     for folder in frame.loc[frame["notes"] != "", "notes"]:
         names = sorted(p.name for p in (root / folder).iterdir())
-        assert 1 <= len(names) <= 3
-        assert all(re.fullmatch(r"\d{3}\.\d_(radiology|nursing|physician)\.txt", n) for n in names)
+        within = [n for n in names if float(n[:5]) <= 48]
+        assert 1 <= len(within) <= 3 and len(names) - len(within) <= 1
+        assert all(re.fullmatch(r"\d{3}\.\d_(radiology|nursing|physician)\.txt", n) for n in within)
+        assert all(re.fullmatch(r"\d{3}\.\d_discharge\.txt", n) for n in set(names) - set(within))
+        late_notes += len(names) - len(within)
+    assert late_notes > 0  # written after the window (the outcome in words): ingest must drop them
+    taken = pd.to_numeric(frame["cxr_hours"])
+    assert taken[frame["cxr"] != ""].notna().all() and taken[frame["cxr"] == ""].isna().all()
+    assert (taken.dropna() >= 0).all() and (taken > 48).any()  # a few X-rays after the window
     for path in frame.loc[frame["cxr"].str.endswith(".dcm"), "cxr"]:
         ds = pydicom.dcmread(root / path)
         assert ds.Modality == "DX" and ds.PhotometricInterpretation in ("MONOCHROME1", "MONOCHROME2")
+
+
+def test_ehr_nothing_after_the_window_is_ingested(cohorts, tmp_path):
+    """The demo's late X-rays and discharge notes ("Patient expired") stop at ingest (48 h window)."""
+    from medflow.cohort.manifest import read_validated, write_validated
+    from medflow.config import check_config, ingest_spec
+    from medflow.ingest import ingest_modality
+    from medflow.problems import read_problems
+
+    study = check_config(CONFIG)["studies"]["ehr"]
+    checked = load_manifest(cohorts["ehr"], study)
+    write_validated(checked, tmp_path / "manifest.csv", tmp_path / "cohort.json", source="m", labels=study["labels"])
+    cohort = read_validated(tmp_path / "manifest.csv")
+    out = {}
+    for mod in ("cxr", "notes"):
+        suffix = "h5" if mod == "cxr" else "parquet"
+        out[mod] = tmp_path / f"{mod}.{suffix}"
+        ingest_modality(cohort.manifest, cohort.root, mod, ingest_spec(study, mod), out[mod],
+                        tmp_path / f"{mod}.problems.csv", progress=False)
+    taken = pd.to_numeric(cohort.manifest["cxr_hours"])
+    late = set(cohort.manifest.loc[taken > 48, "sample_id"])
+    assert late
+    with h5py.File(out["cxr"]) as f:
+        assert not late & set(f["sample_id"].asstr()[:])
+    assert {p.sample_id for p in read_problems(tmp_path / "cxr.problems.csv")} == late
+    notes = pd.read_parquet(out["notes"])
+    assert notes["hours"].between(0, 48).all() and not notes["text"].str.contains("Discharge summary").any()
 
 
 @pytest.mark.parametrize("template", list(SMALL))
@@ -293,6 +330,61 @@ def test_rsna_oracle_records_study_and_slice_tasks(rsna):
     assert set(oracle["tasks"]) == {"pe", "pe_present_on_image"}
     slice_task = oracle["tasks"]["pe_present_on_image"]
     assert slice_task["modalities"]["ct_series"] > oracle["tasks"]["pe"]["modalities"]["ct_series"]
+
+
+def _rsna_visible_draws(monkeypatch, tmp_path, patients: int, seed: int):
+    """Run the RSNA-PE generator with rendering and writing stubbed out; return its oracle, the study labels
+    and, per study, everything it passes to ``study_volume`` (all that reaches the pixels)."""
+    from medflow.cohort.demo import pe
+
+    drawn, written = [], []
+
+    def volume(rng, size, depth, s, sides, run, rv_large):
+        drawn.append(
+            {"s": s, "sides": "+".join(sides), "run": list(run), "depth": depth, "rv": bool(rv_large)}
+        )
+        return np.zeros((depth, size, size))
+
+    monkeypatch.setattr(pe, "study_volume", volume)
+    monkeypatch.setattr(pe, "write_series", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pe, "write_csv", lambda frame, path: written.append(frame))
+    oracle = pe.write_rsna_layout(tmp_path, patients=patients, image_size=16, seed=seed)
+    exam = written[0].groupby("StudyInstanceUID", sort=False)["negative_exam_for_pe"].first()
+    return oracle, 1 - exam.to_numpy(), pd.DataFrame(drawn)
+
+
+def _plug_in_bayes_score(s: np.ndarray, cue: np.ndarray, y: np.ndarray, d: float) -> np.ndarray:
+    """Log-likelihood ratio from the latent (Gaussian, separation d) plus a discrete visible cue (its
+    class-conditional frequencies on these samples); ±inf where a cue value occurs in one class only."""
+    llr = d * s
+    with np.errstate(divide="ignore"):
+        for value in np.unique(cue):
+            llr[cue == value] += np.log(np.mean(cue[y == 1] == value)) - np.log(np.mean(cue[y == 0] == value))
+    return llr
+
+
+def test_rsna_oracle_is_an_upper_bound_for_everything_drawn_into_the_images(monkeypatch, tmp_path):
+    """A scorer that sees the latent *and* every other drawn image cue (RV size, which arteries hold the
+    defect-like region, the run of slices) must not beat oracle.json beyond sampling noise, and the latent
+    alone must attain it: otherwise a label cue leaks outside the planted signal."""
+    oracle, y, drawn = _rsna_visible_draws(monkeypatch, tmp_path, patients=5000, seed=11)
+    assert len(y) == len(drawn) == 5000
+    d = oracle["tasks"]["pe"]["d"]["ct_series"]
+    s = drawn["s"].to_numpy()
+    cue = (drawn["rv"].astype(str) + "|" + drawn["sides"]).to_numpy()
+    best = _plug_in_bayes_score(s, cue, y, d)
+
+    study_oracle = oracle["tasks"]["pe"]["modalities"]["ct_series"]
+    assert empirical_auc(s, y) == pytest.approx(study_oracle, abs=0.015)
+    assert empirical_auc(best, y) <= study_oracle + 0.015
+
+    # slice level: positives are the defect run of PE studies; out-of-run slices are surely negative
+    in_run = [np.isin(np.arange(row.depth), row.run) for row in drawn.itertuples()]
+    slice_score = np.concatenate([np.where(m, b, -np.inf) for m, b in zip(in_run, best, strict=True)])
+    slice_label = np.concatenate([m * yi for m, yi in zip(in_run, y, strict=True)])
+    slice_oracle = oracle["tasks"]["pe_present_on_image"]["modalities"]["ct_series"]
+    assert slice_label.sum() == oracle["tasks"]["pe_present_on_image"]["n_positive"]
+    assert empirical_auc(slice_score, slice_label) <= slice_oracle + 0.005  # ~130k slices: less noise
 
 
 # --- planted signal on larger cohorts ----------------------------------------------------------

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ import torch
 from medflow.train import devices
 from medflow.train.devices import (
     DeviceLease,
+    LockDirError,
     acquire_devices,
     available_cores,
     default_lock_dir,
@@ -266,3 +271,200 @@ def test_gpu_requests_follow_the_mode_and_the_machine(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert not devices.gpus_on_this_machine()
+
+
+# ----------------------------------------------------------------------------------------------
+# the lock folder and its files on a shared machine
+
+OTHER_UID = 4242  # a second user, for the tests that can act as one (as root)
+AS_ROOT = os.geteuid() == 0
+ONE = {"CUDA_VISIBLE_DEVICES": "0"}
+
+def lease_as_other_user(lock_dir: Path) -> str:
+    """What a second user's job sees when it asks for a GPU in ``lock_dir`` (root only): a forked
+    child that drops to another uid (the interpreter's own folder may be closed to other users)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(OTHER_UID)
+            os.setuid(OTHER_UID)
+            try:
+                with acquire_devices(1, lock_dir=lock_dir, timeout=0.3, poll=0.05, env=ONE):
+                    seen = "leased"
+            except Exception as exc:
+                seen = f"{type(exc).__name__} {exc}"
+            os.write(write, seen.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as stream:
+        seen = stream.read().decode()
+    os.waitpid(pid, 0)
+    return seen
+
+
+@pytest.fixture
+def default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The per-user default folder, moved to a test's own place (no MEDFLOW_GPU_LOCK_DIR set)."""
+    path = tmp_path / "medflow-gpu-locks"
+    monkeypatch.setattr(devices, "default_lock_dir", lambda env=None: path)
+    return path
+
+
+@pytest.fixture
+def umask_077() -> Iterator[None]:
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A folder under /tmp that every user can reach (pytest's tmp_path is private to its user)."""
+    path = Path(tempfile.mkdtemp(prefix="medflow-test-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def give_away(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``path`` someone else's: really as root, else by pretending to be another user."""
+    if AS_ROOT:
+        os.chown(path, OTHER_UID, OTHER_UID, follow_symlinks=False)
+    else:
+        uid = os.getuid()
+        monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+
+
+def test_the_default_lock_dir_is_created_private(default_dir: Path) -> None:
+    previous = os.umask(0)
+    try:
+        acquire_devices(1, env=ONE).close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(default_dir.lstat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("plant", ["symlink", "foreign", "group_writable", "world_writable", "file"])
+def test_a_default_lock_dir_someone_else_could_control_is_refused(
+    tmp_path: Path, default_dir: Path, monkeypatch: pytest.MonkeyPatch, plant: str
+) -> None:
+    """Another user who creates /tmp/medflow-gpu-locks-$UID first must not get our lock files (or
+    block our jobs with locks of their own) without us noticing."""
+    elsewhere = tmp_path / "attacker"
+    elsewhere.mkdir()
+    if plant == "symlink":
+        default_dir.symlink_to(elsewhere)
+    elif plant == "file":
+        default_dir.write_text("")
+    else:
+        default_dir.mkdir(mode=0o700)
+        mode = {"group_writable": 0o770, "world_writable": 0o777}.get(plant)
+        if mode is None:
+            give_away(default_dir, monkeypatch)
+        else:
+            default_dir.chmod(mode)
+    with pytest.raises(LockDirError, match=rf"GPU lock folder {default_dir} .*remove it, or set MEDFLOW_GPU_LOCK_DIR"):
+        acquire_devices(1, env=ONE)
+    assert list(elsewhere.iterdir()) == []
+    if default_dir.is_dir():
+        assert list(default_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_a_symlink_planted_as_a_lock_file_is_not_followed(tmp_path: Path, lock_dir: Path, target_exists: bool) -> None:
+    lock_dir.mkdir()
+    victim = tmp_path / "victim.txt"
+    if target_exists:
+        victim.write_text("precious\n")
+    lock_path(lock_dir, "0").symlink_to(victim)
+    with pytest.raises(LockDirError, match="is a symbolic link"):
+        acquire_devices(1, lock_dir=lock_dir, env=ONE)
+    assert victim.read_text() == "precious\n" if target_exists else not victim.exists()
+
+
+def test_a_hard_link_planted_as_a_lock_file_is_refused(tmp_path: Path, lock_dir: Path) -> None:
+    lock_dir.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.link(victim, lock_path(lock_dir, "0"))
+    with pytest.raises(LockDirError, match="hard link"):
+        acquire_devices(1, lock_dir=lock_dir, env=ONE)
+    assert victim.read_text() == "precious\n"
+
+
+def test_an_unusable_lock_file_releases_the_devices_taken_before_it(lock_dir: Path) -> None:
+    lock_dir.mkdir()
+    lock_path(lock_dir, "1").symlink_to(lock_dir / "elsewhere")
+    env = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    with pytest.raises(LockDirError):
+        acquire_devices(2, lock_dir=lock_dir, env=env)
+    with acquire_devices(1, lock_dir=lock_dir, timeout=0, env={"CUDA_VISIBLE_DEVICES": "0"}) as lease:
+        assert lease.devices == ["0"]
+
+
+def test_lock_files_and_a_created_shared_folder_are_open_to_every_user_whatever_the_umask(
+    lock_dir: Path, umask_077: None
+) -> None:
+    with acquire_devices(1, lock_dir=lock_dir, env=ONE):
+        pass
+    assert stat.S_IMODE(lock_dir.lstat().st_mode) == 0o1777
+    assert stat.S_IMODE(lock_path(lock_dir, "0").lstat().st_mode) == 0o666
+
+
+def test_a_shared_lock_dir_of_another_user_must_be_sticky(lock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock_dir.mkdir()
+    lock_dir.chmod(0o777)
+    give_away(lock_dir, monkeypatch)
+    with pytest.raises(LockDirError, match=rf"{lock_dir} \(MEDFLOW_GPU_LOCK_DIR\) belongs to uid .* not sticky.*chmod \+t"):
+        acquire_devices(1, lock_dir=lock_dir, env=ONE)
+    assert list(lock_dir.iterdir()) == []
+    lock_dir.chmod(0o1777)
+    with acquire_devices(1, lock_dir=lock_dir, timeout=0, env=ONE) as lease:
+        assert lease.devices == ["0"]
+
+
+def test_a_symlink_as_the_shared_lock_dir_is_refused(tmp_path: Path, lock_dir: Path) -> None:
+    (tmp_path / "real").mkdir()
+    lock_dir.symlink_to(tmp_path / "real")
+    with pytest.raises(LockDirError, match="is a symbolic link"):
+        acquire_devices(1, lock_dir=lock_dir, env=ONE)
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="acting as a second user needs root")
+def test_a_second_user_waits_for_a_lock_in_a_shared_folder_instead_of_failing(
+    public_dir: Path, umask_077: None
+) -> None:
+    lock_dir = public_dir / "locks"
+    with acquire_devices(1, lock_dir=lock_dir, env=ONE):
+        seen = lease_as_other_user(lock_dir)
+    assert seen.startswith(f"TimeoutError no 1 free GPU(s) within 0.3 s; busy: 0 (pid {os.getpid()} on "), seen
+    assert lease_as_other_user(lock_dir) == "leased"
+
+
+def test_a_lock_file_this_user_cannot_write_is_an_understandable_error(
+    public_dir: Path, lock_dir: Path, umask_077: None
+) -> None:
+    """E.g. a lock file left by an older medflow, whose mode the umask had cut to 0600."""
+    if AS_ROOT:  # root may write any file: the second user is the one who cannot
+        lock_dir = public_dir / "locks"
+        lock_dir.mkdir(mode=0o777)
+        lock_dir.chmod(0o1777)
+        lock_path(lock_dir, "0").touch(mode=0o600)
+        seen = lease_as_other_user(lock_dir)
+    else:
+        lock_dir.mkdir()
+        lock_path(lock_dir, "0").touch(mode=0o400)
+        with pytest.raises(LockDirError) as failure:
+            acquire_devices(1, lock_dir=lock_dir, env=ONE)
+        seen = f"LockDirError {failure.value}"
+    assert seen.startswith(f"LockDirError cannot open GPU lock file {lock_path(lock_dir, '0')} for writing"), seen
+    assert f"chmod 666 {lock_path(lock_dir, '0')}" in seen

@@ -5,13 +5,19 @@ The rank functions live at module level because spawned ranks unpickle them by i
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from medflow.train.devices import acquire_devices
 from medflow.train.distributed import all_reduce_mean, barrier, is_main, launch, unwrap, wrap_ddp
 
 
@@ -53,6 +59,14 @@ def _fail_on_rank_1(rank: int, world_size: int) -> str:
         raise ValueError("boom on rank 1")
     time.sleep(60)  # stopped by launch as soon as rank 1 fails
     return "unreachable"
+
+
+def _report_and_wait(rank: int, world_size: int, out: str) -> None:
+    """Record this rank's pid and its parent's (torchrun), then run until killed."""
+    path = Path(out) / f"rank{rank}.pids"
+    path.with_suffix(".tmp").write_text(f"{os.getpid()} {os.getppid()}")
+    path.with_suffix(".tmp").replace(path)
+    time.sleep(300)
 
 
 def test_launch_two_ranks_returns_rank0_mean() -> None:
@@ -156,3 +170,73 @@ def test_trainer_on_two_ranks_follows_the_single_process_run(tmp_path) -> None:
     for column in ("train_loss", "val_loss", "val_auc"):
         assert two["history"][column].tolist() == pytest.approx(one["history"][column].tolist(), rel=1e-5)
     assert one["history"]["train_loss"].iloc[-1] < one["history"]["train_loss"].iloc[0], "nothing was learned"
+
+
+# A training job in miniature: lease a GPU, run two ranks under it until killed.
+KILLABLE_JOB = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from medflow.train.devices import acquire_devices
+from medflow.train.distributed import launch
+from test_distributed import _report_and_wait
+with acquire_devices(1, lock_dir=sys.argv[1], env={"CUDA_VISIBLE_DEVICES": "0"}):
+    launch(_report_and_wait, 2, sys.argv[2], threads_per_rank=1)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, its new parent has not reaped it yet) does not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _started_ranks(out: Path, job: subprocess.Popen[bytes], log: Path) -> tuple[list[int], int]:
+    """The ranks' pids and torchrun's, once both ranks run."""
+    deadline = time.monotonic() + 180
+    while len(files := sorted(out.glob("rank*.pids"))) < 2:
+        assert job.poll() is None, f"the job ended with {job.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "the ranks did not start in time"
+        time.sleep(0.1)
+    pids = [tuple(int(v) for v in f.read_text().split()) for f in files]
+    (torchrun,) = {parent for _, parent in pids}
+    return [rank for rank, _ in pids], torchrun
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_a_killed_job_leaves_no_rank_or_torchrun_behind_and_frees_its_gpu(tmp_path: Path, signum: int) -> None:
+    """Snakemake or SLURM stop a job with SIGTERM (then SIGKILL), a terminal with SIGINT: the next
+    job that takes the GPU lock must not find the old ranks still on the device."""
+    lock_dir, one = tmp_path / "locks", {"CUDA_VISIBLE_DEVICES": "0"}
+    log = tmp_path / "job.log"
+    with log.open("wb") as output:
+        job = subprocess.Popen([sys.executable, "-c", KILLABLE_JOB, str(lock_dir), str(tmp_path),
+                                str(Path(__file__).parent)], stdout=output, stderr=output)
+    pids: list[int] = []
+    try:
+        ranks, torchrun = _started_ranks(tmp_path, job, log)
+        pids = [torchrun, *ranks]
+        killed = time.monotonic()
+        job.send_signal(signum)
+        if signum != signal.SIGKILL:
+            # the job stops torchrun and its ranks first, and lets its GPU go only then
+            with acquire_devices(1, lock_dir=lock_dir, timeout=60, poll=0.01, env=one):
+                running = [pid for pid in pids if _running(pid)]
+            assert running == [], f"still running when the GPU was free again: {running}"
+            # SystemExit(143) as a shell reports SIGTERM; Python re-raises an unhandled SIGINT
+            expected = 128 + signal.SIGTERM if signum == signal.SIGTERM else -signal.SIGINT
+            assert job.wait(timeout=30) == expected, log.read_text()[-3000:]
+        else:
+            assert job.wait(timeout=30) == -signal.SIGKILL
+            while any(_running(pid) for pid in pids) and time.monotonic() - killed < 5:
+                time.sleep(0.05)
+            assert [pid for pid in pids if _running(pid)] == []
+            acquire_devices(1, lock_dir=lock_dir, timeout=0, env=one).close()
+        assert time.monotonic() - killed < 15
+    finally:
+        job.kill()
+        job.wait()
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -458,3 +458,46 @@ def test_doc2vec_vectors_carry_signal() -> None:
     clf = LogisticRegression(max_iter=1000).fit(embed_notes(model, train), y_train)
     auc = roc_auc_score(y_test, clf.predict_proba(embed_notes(model, test))[:, 1])
     assert auc > 0.8, auc
+
+
+# ---------------------------------------------------------------- the observation window
+
+
+def test_notes_after_the_window_never_reach_doc2vec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raw note files → ingest (48 h window) → doc2vec: a discharge note written at 96 h changes neither
+    the vocabulary nor any vector; encode_notes reads the ingested table, never the note files."""
+    from medflow.encoders import notes as notes_module
+    from medflow.ingest import ingest_modality
+
+    models = []
+    fit = notes_module.fit_doc2vec
+
+    def spy(texts, **kw):
+        models.append(fit(texts, **kw))
+        return models[-1]
+
+    monkeypatch.setattr(notes_module, "fit_doc2vec", spy)
+    splits = _splits(tmp_path / "splits.csv", SPLITS)
+    cohorts = {}
+    for variant in ("with_late", "without"):
+        root = tmp_path / variant
+        rows = []
+        for k, (sample, _) in enumerate(SPLITS):
+            folder = root / "notes" / sample
+            folder.mkdir(parents=True)
+            for hours in (2.0, 30.0):
+                (folder / f"{hours:05.1f}_nursing.txt").write_text(_note(np.random.default_rng([k, int(hours)]), k % 2))
+            if variant == "with_late":  # the outcome, written after the window
+                (folder / "096_discharge.txt").write_text("Discharge summary: patient expired. Expired at 04:10.")
+            rows.append({"sample_id": sample, "patient_id": f"p{sample}", "center": "c1", "notes": f"notes/{sample}"})
+        out = root / "ingest" / "notes.parquet"
+        ingest_modality(pd.DataFrame(rows), root, "notes", {"kind": "notes", "window_hours": 48}, out,
+                        root / "ingest" / "notes.problems.csv", progress=False)
+        assert not pd.read_parquet(out)["text"].str.contains("xpired").any()
+        # the raw files may go: the encoder needs nothing but the ingested table
+        (root / "notes").rename(root / "gone")
+        cohorts[variant] = encode_notes(out, splits, root / "notes-doc2vec.h5", **ENCODE_NOTES)
+    with_late, without = models
+    assert "expired" not in with_late.wv.key_to_index and "discharge" not in with_late.wv.key_to_index
+    assert set(with_late.wv.key_to_index) == set(without.wv.key_to_index)
+    _assert_same_content(cohorts["with_late"], cohorts["without"])

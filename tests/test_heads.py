@@ -4,6 +4,7 @@ joins by id, excluded samples, the published DSAF's degenerate attention, packed
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn import calibration
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
 
 from medflow.heads.dsaf import DSAFPublished, DSAFTokens, SelfAttention
 from medflow.heads.inputs import HeadData, Ragged, load_head_data
@@ -180,6 +183,90 @@ def test_table_encoder_statistics_come_from_the_rows_it_was_fitted_on() -> None:
     # size 2 is the training mean → 0; unseen sex level → all-zero one-hot; missing n → training median → 0
     assert out.shape == (1, 4)
     np.testing.assert_allclose(out[0], [0.0, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+def patients_of(paths: dict[str, Path]) -> pd.Series:
+    return pd.read_csv(paths["manifest"], dtype=str).set_index("sample_id").patient_id
+
+
+def test_grid_search_fits_the_table_encoder_on_each_folds_training_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clinical column with one level per patient: the encoder scored on CV fold k must not know the
+    levels of fold k's patients (an encoder fitted on the whole training split makes CV optimistic)."""
+    paths = make_cohort(tmp_path / "c", seed=7)
+    clinical = pd.read_parquet(paths["clinical"])
+    clinical["patient"] = clinical.sample_id.map(patients_of(paths))
+    clinical.to_parquet(paths["clinical"])
+    fitted_on: list[frozenset[str]] = []
+    real_fit = TableEncoder.fit
+
+    def spy_fit(self: TableEncoder, frame: pd.DataFrame, y: object = None) -> TableEncoder:
+        fitted_on.append(frozenset(frame[next(c for c in frame.columns if c.endswith("patient"))]))
+        return real_fit(self, frame)
+
+    held_out: list[frozenset[str]] = []
+    real_split = StratifiedGroupKFold.split
+
+    def spy_split(self: StratifiedGroupKFold, X: object, y: object = None,
+                  groups: object = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for train, test in real_split(self, X, y, groups):
+            held_out.append(frozenset(np.asarray(groups)[test]))
+            yield train, test
+
+    monkeypatch.setattr(TableEncoder, "fit", spy_fit)
+    monkeypatch.setattr(StratifiedGroupKFold, "split", spy_split)
+    fit(tmp_path, paths, "logreg", {"type": "logreg", "inputs": ["a", "clinical"], "cv_folds": 3},
+        files_for(paths, "a", "clinical"))
+    splits = pd.read_csv(paths["splits"], dtype=str)
+    training = frozenset(splits.patient_id[splits.split == "train"])
+    assert len(held_out) == 3 and frozenset().union(*held_out) == training
+    # one encoder per fold, on the other folds' patients, and the final model's on the whole split
+    assert set(fitted_on) == {training - fold for fold in held_out} | {training}
+
+
+def test_svm_calibration_folds_never_split_a_patient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Platt calibration (in each CV fold and the final fit) scores held-out patients only. The
+    first input carries the patient number, so the scaled design's column 0 tells the patients apart."""
+    paths = make_cohort(tmp_path / "c", seed=9)
+    ids, _, _ = read_features(paths["a"])
+    patient_number = patients_of(paths)[ids].str.removeprefix("P").astype(np.float32).to_numpy()
+    write_features(tmp_path / "pid.h5", ids, patient_number[:, None])
+    paths["pid"] = tmp_path / "pid.h5"
+    calibrations: list[tuple[np.ndarray, list]] = []
+    real = calibration.cross_val_predict
+
+    def spy(estimator: object, X: np.ndarray, y: np.ndarray, *, cv: object, **kw: object) -> np.ndarray:
+        splits = list(cv.split(X, y))
+        calibrations.append((np.asarray(X)[:, 0], splits))
+        return real(estimator, X, y, cv=cv, **kw)
+
+    monkeypatch.setattr(calibration, "cross_val_predict", spy)
+    frame = fit(tmp_path, paths, "svm", {"type": "svm", "inputs": ["pid", "a", "clinical"], "cv_folds": 3},
+                files_for(paths, "pid", "a", "clinical"))
+    assert len(calibrations) == 4 * 3 + 1  # each C of the grid in each CV fold, then the final model
+    for patient, splits in calibrations:
+        for train, test in splits:
+            assert not set(patient[train]) & set(patient[test])
+    assert frame.y_prob.between(0, 1).all()
+
+
+def test_classical_predictions_are_probabilities_keyed_by_sample_id(tmp_path: Path) -> None:
+    """The head scores every sample once per task by id: the same probabilities whatever the row
+    order of its feature files."""
+    paths = make_cohort(tmp_path / "c", seed=4)
+    ids, x, _ = read_features(paths["b"])
+    order = np.random.default_rng(1).permutation(len(ids))
+    write_features(tmp_path / "b_shuffled.h5", [ids[i] for i in order], x[order])
+    spec = {"type": "svm", "inputs": ["a", "b", "clinical"], "cv_folds": 3, "grid": {"C": [0.02, 0.2]}}
+    frames = [fit(tmp_path / name, paths, "svm", spec, {"features": {"a": str(paths["a"]), "b": str(b)},
+                                                         "tables": {"clinical": str(paths["clinical"])}})
+              for name, b in (("plain", paths["b"]), ("shuffled", tmp_path / "b_shuffled.h5"))]
+    for frame in frames:
+        assert frame.sample_id.is_unique and set(frame.sample_id) == set(ids)
+        assert frame.y_prob.between(0, 1).all() and frame.y_prob.nunique() > 2
+    plain, shuffled = (f.set_index("sample_id").y_prob.sort_index() for f in frames)
+    np.testing.assert_allclose(plain, shuffled, rtol=1e-9)
 
 
 def test_join_is_by_id_and_missing_samples_are_reported(tmp_path: Path) -> None:

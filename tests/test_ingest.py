@@ -311,7 +311,7 @@ def broken_cohort(tmp_path):
 
 EXPECTED_REASONS = {
     "missing_slice": "missing or misplaced slices",
-    "mixed": "mixed Rows (0028,0010)/Columns (0028,0011)",
+    "mixed": "Rows (0028,0010)/Columns (0028,0011) in the series: file 4 of 4",
     "dup": "duplicate slice position",
     "trunc": "truncated",
     "random": "not a DICOM file",
@@ -735,3 +735,90 @@ def test_reuse_off_keeps_no_previous_file_and_link_failure_disables_it(series_co
     s, _, _ = incremental(root, man(["S0", "S1"]), "ct", SERIES_SPEC)
     assert s.n_ok == 2 and "cannot hard-link" in caplog.text
     assert sorted(p.name for p in (root / "out").iterdir()) == ["ct.h5", "ct.problems.csv"]
+
+
+# ------------------------------------------------------------------- the study's observation window
+
+
+def test_notes_outside_the_window_never_reach_the_notes_table(tmp_path, caplog):
+    folder = tmp_path / "n" / "a"
+    folder.mkdir(parents=True)
+    for name, text in {
+        "-001.0_ed.txt": "triage before admission",
+        "002.0_nursing.txt": "first",
+        "048_physician.txt": "at the edge",
+        "047.5_radiology.txt": "last",
+        "096_discharge.txt": "Discharge summary. Patient expired.",
+    }.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (tmp_path / "n" / "096_discharge.txt").write_text("Patient expired.", encoding="utf-8")
+    (tmp_path / "n" / "c.txt").write_text("no time in the name", encoding="utf-8")
+    man = manifest(["a", "b", "c", "d"], notes=["n/a", "n/096_discharge.txt", "n/c.txt", ""])
+    caplog.set_level("INFO", logger="medflow.ingest")
+    summary, out, problems = run(tmp_path, man, "notes", {"kind": "notes", "window_hours": 48})
+    frame = pd.read_parquet(out)
+    assert list(frame["sample_id"]) == ["a", "a", "a"]
+    assert list(frame["text"]) == ["first", "last", "at the edge"]  # [0, 48]: both ends included
+    assert list(frame["hours"]) == [2.0, 47.5, 48.0] and list(frame["note_index"]) == [0, 1, 2]
+    assert not frame["text"].str.contains("expired").any()
+    assert "dropped 3 written outside [0, 48] h (1 samples left without notes)" in caplog.text
+    # b's only note is after the window: it has no notes, like a sample without any
+    assert summary.n_ok == 1 and summary.n_missing == 2
+    (problem,) = problems
+    assert problem.sample_id == "c" and problem.file == "n/c.txt"
+    assert "no time" in problem.reason and "observation window of 48 h" in problem.reason
+    assert "012.5_radiology.txt" in problem.reason  # how to name it
+    # without a window the untimed note is kept (its hours NaN) and nothing is cut
+    _, out, problems = run(tmp_path, man, "notes", {"kind": "notes"})
+    assert problems == [] and pd.read_parquet(out)["text"].str.contains("expired").sum() == 2
+
+
+def _images(tmp_path, n):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    return [f"img/{i}.png" for i in range(n)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_images_outside_the_window_are_problems_and_absent_from_the_h5(tmp_path, threads):
+    files = _images(tmp_path, 5)
+    # as read_validated gives it: strings, empty cells NaN
+    man = manifest(["a", "b", "c", "d", "e", "f"], cxr=[*files, np.nan],
+                   cxr_hours=["3.5", "120", np.nan, "-2", "48", np.nan])
+    spec = {"kind": "image", "size": [4, 4], "window_hours": 48}
+    summary, out, problems = run(tmp_path, man, "cxr", spec, threads=threads)
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["a", "e"]
+    assert (summary.n_ok, summary.n_problems, summary.n_missing) == (2, 3, 1)
+    reasons = {p.sample_id: p.reason for p in problems}
+    assert [p.sample_id for p in problems] == ["b", "c", "d"]  # manifest order
+    assert reasons["b"] == "taken 120 h after admission, outside the observation window of 48 h"
+    assert "before admission" in reasons["d"]
+    assert "acquisition time is unknown" in reasons["c"] and "'cxr_hours'" in reasons["c"]
+    assert {p.file for p in problems} == {"img/1.png", "img/2.png", "img/3.png"}
+
+
+def test_image_window_needs_the_hours_column_and_a_window(tmp_path, caplog):
+    files = _images(tmp_path, 2)
+    caplog.set_level("INFO", logger="medflow.ingest")
+    man = manifest(["a", "b"], cxr=files)
+    summary, _, problems = run(tmp_path, man, "cxr", {"kind": "image", "size": [4, 4], "window_hours": 48})
+    assert summary.n_ok == 2 and problems == []
+    assert "no column 'cxr_hours'" in caplog.text and "cannot verify" in caplog.text
+    # without a window the column is not a filter
+    man = manifest(["a", "b"], cxr=files, cxr_hours=["1", "500"])
+    summary, _, problems = run(tmp_path, man, "cxr", {"kind": "image", "size": [4, 4]})
+    assert summary.n_ok == 2 and problems == []
+
+
+def test_reuse_never_brings_back_an_image_outside_the_window(tmp_path):
+    files = _images(tmp_path, 3)
+    man = manifest(["a", "b", "c"], cxr=files, cxr_hours=["1", "2", "3"])
+    spec = {"kind": "image", "size": [4, 4], "window_hours": 48}
+    incremental(tmp_path, man, "cxr", spec)
+    man["cxr_hours"] = ["1", "72", "3"]  # b turns out to be taken on day 4
+    summary, out, problems = incremental(tmp_path, man, "cxr", {**spec, "window_hours": 48.0})
+    assert summary.n_reused == 2 and [p.sample_id for p in problems] == ["b"]
+    with h5py.File(out) as f:
+        assert list(f["sample_id"].asstr()[:]) == ["a", "c"]

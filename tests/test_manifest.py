@@ -49,7 +49,8 @@ def test_good_manifest_loads_with_typed_labels(tmp_path):
     cohort = load_manifest(write_cohort(tmp_path, good_rows()), STUDY)
     assert list(cohort.manifest["lnm"]) == [0.0, 1.0, 0.0, 1.0]
     assert cohort.resolve("us/s1.png") == tmp_path / "us/s1.png"
-    assert cohort.resolve("patches.h5#3") == tmp_path / "patches.h5"
+    assert cohort.resolve("patches.h5#3", container=True) == tmp_path / "patches.h5"
+    assert cohort.resolve("us/scan#2.png") == tmp_path / "us/scan#2.png"  # '#' is part of an ordinary name
 
 
 def test_duplicate_sample_id_names_the_rows(tmp_path):
@@ -63,7 +64,8 @@ def test_missing_file_names_row_and_column_or_warns(tmp_path):
     path = write_cohort(tmp_path, good_rows())
     (tmp_path / "us/s2.png").unlink()
     msg = problems_of(path)
-    assert "column 'tumour_us': file not found in row 4" in msg and "us/s2.png" in msg
+    assert "column 'tumour_us': file not found in row 4" in msg
+    assert "s2.png" not in msg  # by row: the message reaches cohort.json and the reports (privacy)
     cohort = load_manifest(path, STUDY, missing_files="warn")
     assert any("row 4" in w for w in cohort.warnings)
 
@@ -151,3 +153,44 @@ def test_validated_round_trip_keeps_root_and_types(tmp_path):
     assert again.manifest["sample_id"].tolist() == ["s0", "s1", "s2", "s3"]
     info = json.loads((out / "cohort.json").read_text())
     assert info["n_samples"] == 4 and info["labels"] == ["lnm"] and len(info["manifest_hash"]) == 16
+
+
+# --- acquisition times of images and the study's observation window ------------------------------
+
+WINDOWED = {**STUDY, "window_hours": 48}
+
+
+def test_image_hours_column_is_known_and_parsed(tmp_path):
+    rows = good_rows()
+    for row, hours in zip(rows, ["3.5", "", "120", "0"], strict=True):
+        row["tumour_us_hours"] = hours
+    cohort = load_manifest(write_cohort(tmp_path, rows), WINDOWED)
+    hours = cohort.manifest["tumour_us_hours"]
+    assert hours.dtype == "float64" and hours.isna().tolist() == [False, True, False, False]
+    assert hours.dropna().tolist() == [3.5, 120.0, 0.0]  # the window is applied at ingest, not here
+    assert cohort.warnings == []
+    out = tmp_path / "results"
+    write_validated(cohort, out / "manifest.csv", out / "cohort.json", source="m.csv", labels=["lnm"])
+    assert read_validated(out / "manifest.csv").manifest["tumour_us_hours"].tolist()[2] == "120.0"
+
+
+def test_non_numeric_image_hours_name_row_and_column_not_the_value(tmp_path):
+    rows = good_rows()
+    for row in rows:
+        row["tumour_us_hours"] = "12"
+    rows[1]["tumour_us_hours"] = "2024-03-01 10:15"
+    rows[3]["tumour_us_hours"] = "inf"
+    msg = problems_of(write_cohort(tmp_path, rows), WINDOWED)
+    assert "column 'tumour_us_hours': hours since admission must be numbers" in msg and "rows 3, 5" in msg
+    assert "2024" not in msg
+
+
+def test_windowed_study_without_image_hours_warns_in_cohort_json(tmp_path, caplog):
+    cohort = load_manifest(write_cohort(tmp_path, good_rows()), WINDOWED)
+    (warning,) = cohort.warnings
+    assert "'tumour_us_hours'" in warning and "cannot verify" in warning and "48 h" in warning
+    assert "cannot verify" in caplog.text
+    out = tmp_path / "results"
+    write_validated(cohort, out / "manifest.csv", out / "cohort.json", source="m.csv", labels=["lnm"])
+    assert json.loads((out / "cohort.json").read_text())["warnings"] == [warning]
+    assert load_manifest(write_cohort(tmp_path, good_rows()), STUDY).warnings == []  # no window: nothing to check

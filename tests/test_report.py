@@ -101,7 +101,7 @@ def test_report_numbers_come_from_the_metrics(report: tuple[Path, dict[str, Path
 
 def test_study_overview_links_every_model(report: tuple[Path, dict[str, Path]]) -> None:
     html = (report[0].parent / "report.html").read_text()
-    assert 'href="good_report.html"' in html and 'href="weak_report.html"' in html
+    assert 'href="./good_report.html"' in html and 'href="./weak_report.html"' in html
     assert EVIL not in html
 
 

@@ -67,7 +67,7 @@ def cohort(tmp_path_factory):
 
 
 def state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=False)["state_dict"]
+    return torch.load(path, weights_only=True)["state_dict"]
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -78,7 +78,7 @@ def test_training_lowers_the_loss_and_learns_the_planted_signal(cohort):
     history = pd.read_csv(cohort / "run/history.csv")
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
-    payload = torch.load(model_path, weights_only=False)
+    payload = torch.load(model_path, weights_only=True)
     assert payload["best_epoch"] == int(history["val_auc"].idxmax())  # chosen on validation AUC
     assert payload["best_metric"] == pytest.approx(history["val_auc"].max())
     assert not (cohort / "run/checkpoint").exists()  # dropped once model.pt is written
@@ -156,7 +156,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert (cohort / "resumed/checkpoint/last.pt").is_file() and not (cohort / "resumed/model.pt").exists()
-    assert torch.load(cohort / "resumed/checkpoint/last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(cohort / "resumed/checkpoint/last.pt", weights_only=True)["epoch"] == 1
 
     epochs_trained: list[int] = []
     real_epoch = Trainer._train_epoch
@@ -269,6 +269,29 @@ def test_pretrain_then_frozen_encoder_classifier(tmp_path):
     assert not torch.equal(trained["head.1.weight"], build_model("convnet").state_dict()["head.1.weight"])
 
 
+def test_pretraining_for_fold_k_never_sees_fold_k(tmp_path, monkeypatch):
+    """Fold k's out-of-fold predictions and threshold come from its frozen encoder: SupCon on fold k's
+    labels (even only to pick the epoch) would leak them, so fold k's pre-training draws no fold k sample."""
+    root = write_cohort(tmp_path, n=48, folds=3)
+    drawn: list[str] = []
+    real = stage1.make_dataset
+
+    def spy(data, rows, model_spec, **kw):
+        drawn.extend(rows["sample_id"])
+        return real(data, rows, model_spec, **kw)
+
+    monkeypatch.setattr(stage1, "make_dataset", spy)
+    supcon = {**spec("convnet"), "pretrain": "supcon", "augment": {"hflip": 0.5, "noise": 0.1},
+              "pretrain_train": {"epochs": 1, "batch_size": 8, "workers": 0}}
+    training = pd.read_csv(root / "splits.csv", dtype={"sample_id": str}).query("split == 'train'")
+    for k in range(3):
+        drawn.clear()
+        stage1.train("pretrain", supcon, label="y", ingest_path=root / "img.h5", splits_path=root / "splits.csv",
+                     manifest_path=root / "manifest.csv", out_dir=root / f"fold{k}/pretrain", device=CPU,
+                     progress=False, fold=k)
+        assert set(drawn) == set(training.sample_id[training.fold != k])
+
+
 def test_slice_stacks_train_on_slice_labels_and_score_studies_by_their_top_slice(tmp_path):
     rng = np.random.default_rng(0)
     n, depth, size = 24, 6, 16
@@ -344,7 +367,7 @@ def test_data_parallel_training_on_two_cpu_ranks_matches_one_process(tmp_path, m
            for name, frame in (("ddp", ddp_scores), ("single", single_scores))}
     assert auc["ddp"] == pytest.approx(auc["single"], abs=0.05) and auc["single"] > 0.8
     assert np.corrcoef(ddp_scores["y_prob"], single_scores["y_prob"])[0, 1] > 0.95
-    assert torch.load(model_path, weights_only=False)["best_epoch"] in (0, 1, 2)
+    assert torch.load(model_path, weights_only=True)["best_epoch"] in (0, 1, 2)
 
 
 def test_data_parallel_batch_must_split_evenly():

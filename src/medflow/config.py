@@ -70,15 +70,51 @@ def _with_defaults(validator_class: type) -> type:
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``config`` and return a copy with defaults filled in; raise ConfigError listing every problem."""
     config = copy.deepcopy(dict(config))
+    moved = _moved_settings(config)
     validator = _with_defaults(Draft202012Validator)(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = sorted({_describe(e) for e in errors})
+    if errors or moved:
+        lines = moved + sorted({_describe(e) for e in errors})
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
     problems = [msg for name, study in config["studies"].items() for msg in _study_problems(name, study)]
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config
+
+
+def _moved_settings(config: dict[str, Any]) -> list[str]:
+    """Settings that moved to another level, with where they go now; taken out of ``config`` (a copy)
+    so that the schema does not report them a second time as unknown keys."""
+    out: list[str] = []
+    studies = config.get("studies")
+    for name, study in (studies.items() if isinstance(studies, dict) else ()):
+        modalities = study.get("modalities") if isinstance(study, dict) else None
+        for mod, spec in (modalities.items() if isinstance(modalities, dict) else ()):
+            if isinstance(spec, dict) and "window_hours" in spec:
+                value = spec.pop("window_hours")
+                out.append(
+                    f"studies.{name}.modalities.{mod}.window_hours: the observation window is a study setting: "
+                    f"move it to studies.{name}.window_hours (window_hours: {value}); it applies to every "
+                    f"modality of the study (events, notes and time-stamped images alike)"
+                )
+    return out
+
+
+def _window_problems(where: str, study: dict[str, Any]) -> list[str]:
+    """The observation window (``window_hours``): what needs it, and the manifest columns it adds."""
+    out: list[str] = []
+    for name, spec in study.get("encoders", {}).items():
+        if spec["type"] == "events" and study.get("window_hours") is None:
+            out.append(
+                f"{where}.encoders.{name}: an events encoder needs the study's observation window "
+                f"(its time grid spans [0, window_hours]): set {where}.window_hours"
+            )
+    names = set(study["labels"]) | set(study["modalities"]) | set(study["cohort"].get("extra_columns", []))
+    for col in time_columns(study):
+        if col in names:
+            out.append(f"{where}: {col!r} is the acquisition-time column of modality {col[: -len('_hours')]!r}; "
+                       f"rename the label, modality or extra column of that name")
+    return out
 
 
 def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
@@ -163,6 +199,7 @@ def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
                 out.append(f"{where}.stage2.{head}.tasks: {task!r} is not one of the study's labels")
     from medflow.heads.specs import expand_heads, grid_problems
 
+    out += _window_problems(where, study)
     out += grid_problems(study, where)
     if out:
         return out
@@ -196,6 +233,11 @@ def ingest_suffix(kind: str) -> str:
     return ".h5" if kind in IMAGE_KINDS else ".parquet"
 
 
+def container_columns(study: Mapping[str, Any]) -> list[str]:
+    """Manifest columns whose cells are container references (``file.hdf5#row``): ``patches`` modalities."""
+    return [mod for mod, spec in study["modalities"].items() if spec["kind"] == "patches"]
+
+
 def path_columns(study: Mapping[str, Any]) -> list[str]:
     """Manifest columns that hold file paths: every non-table modality, plus mask columns."""
     cols: list[str] = []
@@ -206,6 +248,25 @@ def path_columns(study: Mapping[str, Any]) -> list[str]:
         if spec.get("mask"):
             cols.append(spec["mask"])
     return cols
+
+
+def time_column(modality: str) -> str:
+    """The optional manifest column with the hours since admission an image modality was acquired at."""
+    return f"{modality}_hours"
+
+
+def time_columns(study: Mapping[str, Any]) -> list[str]:
+    """The acquisition-time columns the manifest of ``study`` may have: one per image modality."""
+    return [time_column(m) for m in modalities_of_kind(study, IMAGE_KINDS)]
+
+
+def ingest_spec(study: Mapping[str, Any], modality: str) -> dict[str, Any]:
+    """What ingest gets for ``modality``: its spec plus the study's observation window
+    (``window_hours``, only when the study has one), which ingest applies to every kind."""
+    spec = dict(study["modalities"][modality])
+    if study.get("window_hours") is not None:
+        spec["window_hours"] = study["window_hours"]
+    return spec
 
 
 def stratify_label(study: Mapping[str, Any]) -> str:
@@ -234,7 +295,7 @@ def spec_for(job: str, spec: Mapping[str, Any]) -> dict[str, Any]:
 def manifest_view(study: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a study's config that manifest validation reads (so that, e.g., a change to a
     stage-1 model does not rerun validation and everything after it)."""
-    keys = ("labels", "labels_optional", "modalities", "cohort")
+    keys = ("labels", "labels_optional", "modalities", "cohort", "window_hours")
     return {k: study[k] for k in keys if k in study}
 
 

@@ -8,6 +8,7 @@ from medflow.config import (
     ConfigError,
     check_config,
     fingerprint,
+    ingest_spec,
     ingest_suffix,
     manifest_view,
     modalities_of_kind,
@@ -58,6 +59,7 @@ def study_of(wildcards):
 
 
 def modality_spec(wildcards):
+    """The modality's spec for ingest, with the study's observation window (window_hours) in it."""
     modality = getattr(wildcards, "image_modality", None) or wildcards.table_modality
     study = STUDIES[wildcards.study]
     if modality not in study["modalities"]:
@@ -65,7 +67,7 @@ def modality_spec(wildcards):
             f"study {wildcards.study!r} has no modality {modality!r}; "
             f"its modalities: {', '.join(study['modalities'])}"
         )
-    return study["modalities"][modality]
+    return ingest_spec(study, modality)
 
 
 def source_manifest(wildcards):
@@ -134,10 +136,13 @@ def stage1_ingest(wildcards):
 
 
 def stage1_encoder(wildcards):
-    """The pre-trained encoder a model's classifier starts from (none without pre-training)."""
+    """The pre-trained encoder a model's classifier starts from (none without pre-training); fold k
+    starts from its own, pre-trained without fold k."""
     if stage1_spec(wildcards).get("pretrain", "none") == "none":
         return []
-    return f"{RESULTS}/{wildcards.study}/stage1/{wildcards.model}/pretrain/model.pt"
+    fold = getattr(wildcards, "fold", None)
+    part = f"fold{fold}/pretrain" if fold is not None else "pretrain"
+    return f"{RESULTS}/{wildcards.study}/stage1/{wildcards.model}/{part}/model.pt"
 
 
 def fold_predictions(wildcards):
@@ -201,8 +206,8 @@ def encoder_table(wildcards):
 
 
 def encoder_window(wildcards):
-    modality = STUDIES[wildcards.study]["modalities"][encoder_spec(wildcards)["modality"]]
-    return modality.get("window_hours", 48)
+    """The study's observation window (check_config makes sure a study with an events encoder has one)."""
+    return STUDIES[wildcards.study].get("window_hours")
 
 
 def head_spec(wildcards):

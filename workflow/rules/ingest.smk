@@ -3,6 +3,7 @@ INGEST_PARAMS = dict(
     compression=CHECKED["ingest"]["compression"],
     compression_level=CHECKED["ingest"]["compression_level"],
     stage=STAGE_VERSIONS["ingest"],
+    name_inputs_in_logs=CHECKED["privacy"]["name_inputs_in_logs"],
 )
 
 

@@ -6,7 +6,8 @@ STAGE1_INPUT = dict(
 
 
 rule pretrain_stage1:
-    """Contrastive pre-training (SimCLR / SupCon) of a stage-1 encoder on the training split."""
+    """Contrastive pre-training (SimCLR / SupCon) of a stage-1 encoder on the training split (studies
+    without folds; see pretrain_fold)."""
     input:
         **STAGE1_INPUT,
     output:
@@ -18,6 +19,8 @@ rule pretrain_stage1:
         label=stage1_label,
         fold=None,
         stage=STAGE_VERSIONS["stage1"],
+    wildcard_constraints:
+        model=_escaped(SINGLE_MODELS),
     threads: 2
     resources:
         mem_mb=memory_mb(8000),
@@ -26,6 +29,37 @@ rule pretrain_stage1:
         ranks=stage1_ranks,
     log:
         "logs/{study}/pretrain_{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/stage1.py"
+
+
+rule pretrain_fold:
+    """Contrastive pre-training for fold k of a cross-validated network, on the training folds ≠ k:
+    an encoder pre-trained on fold k (SupCon: on its labels) would leak into fold k's out-of-fold
+    predictions and threshold."""
+    input:
+        **STAGE1_INPUT,
+    output:
+        model=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/pretrain/model.pt",
+        history=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/pretrain/history.csv",
+    params:
+        job="pretrain",
+        spec=lambda wc: spec_for("pretrain", stage1_spec(wc)),
+        label=stage1_label,
+        fold=lambda wc: int(wc.fold),
+        stage=STAGE_VERSIONS["stage1"],
+    wildcard_constraints:
+        model=_escaped(FOLD_MODELS),
+    threads: 2
+    resources:
+        mem_mb=memory_mb(8000),
+        runtime=1440,
+        gpu=stage1_gpus,
+        ranks=stage1_ranks,
+    log:
+        "logs/{study}/pretrain_{model}_fold{fold}.log",
     conda:
         ENV
     script:

@@ -23,4 +23,5 @@ with rule_log(smk.log[0]):
         compression_level=smk.params.compression_level,
         source_hash=cohort.info.get("manifest_hash", ""),
         reuse_previous=True,  # samples whose files and settings are unchanged are copied, not decoded again
+        name_inputs_in_logs=smk.params.name_inputs_in_logs,
     )

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medflow.config import SPLIT_NAMES, path_columns
+from medflow.config import (
+    IMAGE_KINDS,
+    SPLIT_NAMES,
+    container_columns,
+    modalities_of_kind,
+    path_columns,
+    time_column,
+    time_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +52,21 @@ class Cohort:
     def grouping(self) -> str:
         return self.info.get("grouping", "patient")
 
-    def resolve(self, value: str) -> Path:
+    def resolve(self, value: str, *, container: bool = False) -> Path:
         """The file a manifest path cell points at (container references lose their ``#row`` part)."""
-        return resolve_path(self.root, value)
+        return resolve_path(self.root, value, container=container)
 
 
-def resolve_path(root: Path, value: str) -> Path:
-    file_part = value.split(CONTAINER_SEP, 1)[0] if CONTAINER_SEP in value else value
+def resolve_path(root: Path, value: str, *, container: bool = False) -> Path:
+    """``value`` relative to ``root``. Only a container reference (``patches``: ``file.hdf5#row``)
+    loses what follows its last ``#``: elsewhere ``#`` is an ordinary character of a file name."""
+    file_part = value.rpartition(CONTAINER_SEP)[0] if container and CONTAINER_SEP in value else value
     path = Path(file_part)
     return path if path.is_absolute() else root / path
+
+
+#: A cell starting with one of these is a formula when a spreadsheet opens the CSV (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _rows(mask: pd.Series | np.ndarray, frame: pd.DataFrame) -> str:
@@ -105,7 +119,7 @@ def load_manifest(
     optional = set(study.get("labels_optional", []))
     paths = path_columns(study)
     extra = list(study["cohort"].get("extra_columns", []))
-    known = [*ID_COLUMNS, *labels, *paths, "split", *extra]
+    known = [*ID_COLUMNS, *labels, *paths, "split", *extra, *time_columns(study)]
 
     duplicated_cols = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated_cols:
@@ -130,6 +144,12 @@ def load_manifest(
         empty = frame[col].isna() | (frame[col] == "")
         if empty.any():
             problems.append(f"column {col!r} is empty in {_rows(empty, frame)}")
+        formula = frame[col].str.startswith(FORMULA_STARTS).fillna(False)
+        if formula.any():
+            problems.append(
+                f"column {col!r} starts with one of = + - @ in {_rows(formula, frame)}: a spreadsheet would run "
+                f"it as a formula when a clinician opens an output CSV; rename these ids"
+            )
     dup = frame["sample_id"].duplicated(keep=False) & (frame["sample_id"] != "")
     if dup.any():
         ids = sorted(frame.loc[dup, "sample_id"].unique())[:_MAX_ROWS_SHOWN]
@@ -168,22 +188,30 @@ def load_manifest(
             problems.append(f"patient {patient!r} has samples fixed to different splits in {_rows(rows, frame)} (column 'split')")
 
     warnings: list[str] = []
+    containers = container_columns(study)
     for col in paths:
         cells = frame[col].astype("string").str.strip()
         frame[col] = cells.where(cells != "", pd.NA)
         present = frame[col].notna()
         exists = np.array(
-            [resolve_path(root, v).exists() if ok else True for v, ok in zip(frame[col], present, strict=True)]
+            [resolve_path(root, v, container=col in containers).exists() if ok else True
+             for v, ok in zip(frame[col], present, strict=True)]
         )
         missing = ~exists
         if missing.any():
-            example = frame.loc[missing, col].iloc[0]
-            msg = f"column {col!r}: file not found in {_rows(missing, frame)} (e.g. {example!r}, relative to {root})"
+            # rows, not cells: this message reaches cohort.json and the reports (README, Privacy)
+            msg = f"column {col!r}: file not found in {_rows(missing, frame)} (paths are relative to the manifest's folder)"
             if missing_files == "error":
                 problems.append(msg)
             else:
                 warnings.append(msg)
                 log.warning("%s: %s", path, msg)
+
+    time_problems, time_warnings = _acquisition_times(frame, study)
+    problems += time_problems
+    for msg in time_warnings:
+        warnings.append(msg)
+        log.warning("%s: %s", path, msg)
 
     if problems:
         raise ManifestError(path, problems)
@@ -193,6 +221,37 @@ def load_manifest(
             "(samples from one patient may fall into different splits)"
         )
     return Cohort(manifest=frame.reset_index(drop=True), root=root, info=info, warnings=warnings)
+
+
+def _acquisition_times(frame: pd.DataFrame, study: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The optional ``{modality}_hours`` columns of image modalities (hours since admission each image
+    was acquired at; ingest leaves out images from outside the study's observation window): parsed to
+    float in place (empty → NaN). Returns problems (cells that are not numbers) and warnings (an image
+    modality of a study with a window whose time nobody can check)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    window = study.get("window_hours")
+    for mod in modalities_of_kind(study, IMAGE_KINDS):
+        col = time_column(mod)
+        if col not in frame.columns:
+            if window is not None:
+                warnings.append(
+                    f"modality {mod!r} has no column {col!r} (hours since admission each image was acquired): "
+                    f"medflow cannot verify that its images lie inside the study's observation window of "
+                    f"{window:g} h; add the column so that images from outside the window are left out"
+                )
+            continue
+        text = frame[col].astype("string").str.strip()
+        empty = text.isna() | (text == "") | text.str.lower().isin(["nan", "na", "n/a"])
+        hours = pd.to_numeric(text.mask(empty), errors="coerce").astype("float64")
+        bad = ~empty & ~np.isfinite(hours.to_numpy(np.float64, na_value=np.nan))
+        if bad.any():  # the values are not quoted: a date or time of day would identify the patient
+            problems.append(
+                f"column {col!r}: hours since admission must be numbers (or empty), not dates, times or text, "
+                f"in {_rows(bad, frame)}"
+            )
+        frame[col] = hours
+    return problems, warnings
 
 
 def write_validated(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from medflow.io.contracts import read_contract_csv
+
 __all__ = ["read_splits", "require_columns"]
 
 SPLIT_COLUMNS = ("sample_id", "split")
@@ -28,9 +30,9 @@ def require_columns(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], w
 def read_splits(path: str | Path) -> pd.DataFrame:
     """splits.csv with ids read as strings (ids such as ``007`` must not become integers), checked
     for the columns the encoders need and for duplicate sample ids."""
-    splits = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str, "center": str, "split": str})
+    splits = read_contract_csv(path)
     require_columns(splits, SPLIT_COLUMNS, f"splits file {path}")
-    if splits["sample_id"].isna().any():
+    if (splits["sample_id"] == "").any():
         raise ValueError(f"splits file {path} has empty sample_id values")
     duplicated = splits["sample_id"][splits["sample_id"].duplicated()].unique().tolist()
     if duplicated:

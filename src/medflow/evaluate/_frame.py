@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medflow.io.contracts import read_contract_csv
+
 COLUMNS = ("sample_id", "patient_id", "split", "center", "task", "y_true", "y_prob")
 ID_COLUMNS = ("sample_id", "patient_id", "split", "center", "task")
 SPLIT_ORDER = ("test", "external", "val", "train")
@@ -21,12 +23,7 @@ SPLIT_ORDER = ("test", "external", "val", "train")
 
 def load_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a predictions.csv with ids as strings (``"007"`` must not become ``7``)."""
-    return pd.read_csv(
-        path,
-        dtype={c: str for c in ID_COLUMNS},
-        keep_default_na=False,
-        na_values={"y_true": ["", "nan", "NaN", "NA"], "y_prob": ["", "nan", "NaN", "NA"]},
-    )
+    return read_contract_csv(path)
 
 
 def canonical(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from medflow.evaluate._frame import load_predictions
 from medflow.evaluate.metrics import evaluate_predictions, write_metrics
 from medflow.evaluate.pe import EXAM_WEIGHTS, rsna_pe_weighted_log_loss
 from medflow.evaluate.threshold import validation_thresholds
+from medflow.io.contracts import read_contract_csv
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def with_image_level(predictions: pd.DataFrame, slices_path: Path) -> pd.DataFra
     that the image-level AUC gets the same patient-bootstrap CI as the rest."""
     if not slices_path.is_file():
         return predictions
-    slices = pd.read_csv(slices_path, dtype={"sample_id": str})
+    slices = read_contract_csv(slices_path)
     studies = predictions.drop_duplicates("sample_id").set_index("sample_id")[["patient_id", "split", "center"]]
     slices = slices[slices["sample_id"].isin(studies.index)]
     rows = slices.join(studies, on="sample_id").assign(
@@ -38,7 +39,7 @@ def rsna_loss(predictions: pd.DataFrame, slices_path: Path) -> dict[str, Any] | 
     """The RSNA-STR PE loss per held-out split where every exam label and the slice scores exist."""
     if not slices_path.is_file() or not set(EXAM_WEIGHTS) <= set(predictions["task"]):
         return None
-    slices = pd.read_csv(slices_path, dtype={"sample_id": str})
+    slices = read_contract_csv(slices_path)
     out = {}
     for split in ("test", "external", "val"):
         exams = predictions[(predictions["split"] == split) & predictions["task"].isin(list(EXAM_WEIGHTS))]

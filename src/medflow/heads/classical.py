@@ -1,9 +1,11 @@
 """Classical baselines (SVM, random forest, GBDT, XGBoost, logistic regression) on any set of
 feature inputs, in scikit-learn's fit/predict shape.
 
-Scaling and optional PCA live inside the pipeline, so cross-validation refits them per fold; the
-hyper-parameter search is a grid over patient-grouped, stratified folds of the *training* split
-(the validation split only picks the decision threshold, the test split is never seen).
+Every fitted step — the table encoding (imputation, one-hot, z-score), scaling, optional PCA and
+the SVM's Platt calibration — lives inside the searched pipeline, so cross-validation refits each
+on its fold's training part; the hyper-parameter search is a grid over patient-grouped, stratified
+folds of the *training* split (the validation split only picks the decision threshold, the test
+split is never seen), and the SVM's calibration folds are grouped by patient too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
@@ -26,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from medflow.heads.inputs import HeadData
-from medflow.heads.tabular import DesignMatrix
+from medflow.heads.tabular import design_encoder, design_frame
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,7 @@ def _xgboost(seed: int, device: Any) -> Any:
 def estimator(kind: str, seed: int, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
     """The estimator of ``kind`` and its default search grid (the published settings are in it)."""
     if kind == "svm":  # published: linear kernel, C = 0.002; probabilities by Platt scaling on inner folds
-        svc = SVC(kernel="linear", random_state=seed)
-        return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False), {"C": [0.002, 0.02, 0.2, 2.0]}
+        return GroupedPlattSVC(random_state=seed), {"C": [0.002, 0.02, 0.2, 2.0]}
     if kind == "rf":  # published: 375 trees, leaf 30, split 60, depth 7, entropy
         return (RandomForestClassifier(n_estimators=375, criterion="entropy", random_state=seed, n_jobs=1),
                 {"max_depth": [7], "min_samples_leaf": [1, 5]})
@@ -69,8 +73,38 @@ def group_folds(y: np.ndarray, groups: np.ndarray, wanted: int, seed: int) -> St
     return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
+class GroupedPlattSVC(ClassifierMixin, BaseEstimator):
+    """A linear SVM whose probabilities are Platt-scaled on out-of-fold decision values of
+    patient-grouped folds: ``SVC(probability=True)`` and ``CalibratedClassifierCV(cv=3)`` draw
+    ungrouped folds, so a patient's other samples would score its calibration fold optimistically.
+    ``fit`` takes the patient of every row as ``groups``."""
+
+    def __init__(self, C: float = 1.0, folds: int = 3, random_state: int = 0) -> None:
+        self.C = C
+        self.folds = folds
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> GroupedPlattSVC:
+        folds = group_folds(np.asarray(y), np.asarray(groups), self.folds, self.random_state)
+        if folds is None:
+            raise ValueError("Platt calibration on patient-grouped folds needs at least 2 patients of each class")
+        # explicit (train, test) pairs: CalibratedClassifierCV(ensemble=False) passes no groups to its cv
+        splits = list(folds.split(X, y, groups))
+        svc = SVC(kernel="linear", C=self.C, random_state=self.random_state)
+        self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=splits, ensemble=False).fit(X, y)
+        self.classes_ = self.calibrated_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrated_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrated_.predict(X)
+
+
 class ClassicalHead:
-    """One tuned pipeline per task: design matrix → StandardScaler → [PCA] → estimator."""
+    """One tuned pipeline per task: design encoding → StandardScaler → [PCA] → estimator, every step
+    fitted inside the patient-grouped search."""
 
     def __init__(self, spec: Mapping[str, Any], tasks: list[str]) -> None:
         self.kind = spec["type"]
@@ -81,23 +115,28 @@ class ClassicalHead:
         self.reduce = spec.get("reduce")  # PCA components (int) or None
         self.grid_override = dict(spec.get("grid") or {})
 
-    def _pipeline(self, device: Any = None) -> tuple[Pipeline, dict[str, list[Any]]]:
+    def _pipeline(self, encoder: ColumnTransformer, device: Any = None) -> tuple[Pipeline, dict[str, list[Any]]]:
         model, grid = estimator(self.kind, self.seed, device)
         grid.update(self.grid_override)
-        steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
+        steps: list[tuple[str, Any]] = [("design", clone(encoder)), ("scale", StandardScaler())]
         if self.reduce:
             steps.append(("reduce", PCA(n_components=int(self.reduce), random_state=self.seed)))
         steps.append(("model", model))
-        inner = "model__estimator__" if isinstance(model, CalibratedClassifierCV) else "model__"
-        return Pipeline(steps), {f"{inner}{k}": list(v) for k, v in grid.items()}
+        return Pipeline(steps), {f"model__{k}": list(v) for k, v in grid.items()}
+
+    def _check_reduce(self, x: pd.DataFrame, encoder: ColumnTransformer) -> None:
+        if not self.reduce:
+            return
+        width = clone(encoder).fit(x).transform(x.iloc[:1]).shape[1]  # fitted for its output width only
+        if int(self.reduce) > min(len(x), width):
+            raise ValueError(f"reduce = {self.reduce} PCA components, but the training data is {len(x)}×{width}")
 
     def fit(self, train: HeadData, val: HeadData, out_dir: Any = None, device: Any = None) -> ClassicalHead:
         """Tune and fit on ``train`` (``val`` is not used: it picks the threshold afterwards);
         XGBoost runs on ``device`` when that is a GPU."""
-        self.design_ = DesignMatrix(self.inputs).fit(train)
-        x = self.design_.transform(train)
-        if self.reduce and int(self.reduce) > min(x.shape):
-            raise ValueError(f"reduce = {self.reduce} PCA components, but the training data is {x.shape[0]}×{x.shape[1]}")
+        x = design_frame(train, self.inputs)
+        encoder = design_encoder(train, self.inputs)
+        self._check_reduce(x, encoder)
         self.models_: dict[str, Any] = {}
         self.search_: dict[str, dict[str, Any]] = {}
         labels = train.labels()
@@ -106,19 +145,21 @@ class ClassicalHead:
             y, groups = labels[known, t].astype(int), train.groups[known]
             if len(np.unique(y)) < 2:
                 raise ValueError(f"task {task!r}: the training split holds a single class; nothing to learn")
-            pipeline, grid = self._pipeline(device)
+            pipeline, grid = self._pipeline(encoder, device)
+            # only the SVM calibrates, on folds of the patients of the rows it is fitted on
+            fit_params = {"model__groups": groups} if self.kind == "svm" else {}
             folds = group_folds(y, groups, self.cv_folds, self.seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 if folds is None or all(len(v) == 1 for v in grid.values()):
                     log.warning("task %s: too few patients per class for grouped CV; fitting the default settings", task)
                     pipeline.set_params(**{k: v[0] for k, v in grid.items()})
-                    self.models_[task] = pipeline.fit(x[known], y)
+                    self.models_[task] = pipeline.fit(x.loc[known], y, **fit_params)
                     self.search_[task] = {"best_params": {k: v[0] for k, v in grid.items()}, "cv_auc": None}
                     continue
                 search = GridSearchCV(pipeline, grid, scoring="roc_auc", cv=folds, n_jobs=1, refit=True,
                                       error_score=np.nan)
-                search.fit(x[known], y, groups=groups)
+                search.fit(x.loc[known], y, groups=groups, **fit_params)  # fit_params are cut per CV fold
             self.models_[task] = search.best_estimator_
             self.search_[task] = {
                 "best_params": {k.rsplit("__", 1)[-1]: _plain(v) for k, v in search.best_params_.items()},
@@ -129,11 +170,11 @@ class ClassicalHead:
         return self
 
     def predict_proba(self, data: HeadData) -> np.ndarray:
-        x = self.design_.transform(data)
+        x = design_frame(data, self.inputs)
         return np.column_stack([self.models_[task].predict_proba(x)[:, 1] for task in self.tasks])
 
     def save(self, out_dir: Any) -> dict[str, Any]:
-        joblib.dump({"design": self.design_, "models": self.models_}, out_dir / "model.joblib")
+        joblib.dump({"inputs": self.inputs, "models": self.models_}, out_dir / "model.joblib")
         return {"model_file": "model.joblib", "search": self.search_}
 
 

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from medflow.io.contracts import read_contract_csv
 from medflow.io.features import read_features
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def read_slice_labels(path: str | Path) -> tuple[list[str], Ragged, str]:
 
 def sample_table(splits_path: str | Path, manifest_path: str | Path, tasks: Sequence[str]) -> pd.DataFrame:
     """ids, split and centre (splits.csv) with the task labels (manifest), in splits.csv order."""
-    splits = pd.read_csv(splits_path, dtype={"sample_id": str, "patient_id": str, "center": str})
+    splits = read_contract_csv(splits_path)
     manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
     missing = [t for t in tasks if t not in manifest.columns]
     if missing:
@@ -216,7 +217,7 @@ def load_head_data(
 
 def read_prediction_block(path: str | Path, tasks: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """Another head's probabilities, one column per task, keyed by sample_id."""
-    frame = pd.read_csv(path, dtype={"sample_id": str})
+    frame = read_contract_csv(path)
     wide = frame.pivot_table(index="sample_id", columns="task", values="y_prob", aggfunc="first")
     missing = [t for t in tasks if t not in wide.columns]
     if missing:

@@ -125,7 +125,7 @@ class NeuralHead:
                           fingerprint=key, metadata={"head": self.spec, "tasks": self.tasks})
         val_loader = self._batches(val, shuffle=False, seed=self.cfg.seed) if len(val) else None
         self.result_ = trainer.fit(self._batches(train, shuffle=True, seed=self.cfg.seed), val_loader)
-        best = torch.load(trainer.model_path, map_location="cpu", weights_only=False)
+        best = torch.load(trainer.model_path, map_location="cpu", weights_only=True)
         self.module_.load_state_dict(best["state_dict"])
         self.module_.to(device)
         self.device_ = device

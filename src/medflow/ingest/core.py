@@ -21,11 +21,11 @@ import medflow
 from medflow.ingest import pixels, reuse
 from medflow.ingest.h5out import H5Sink, check_compression, spool_dir, spool_read, utf8
 from medflow.ingest.pixels import IMAGE_KINDS, SampleResult, Task
-from medflow.ingest.tables import TABLE_KINDS
+from medflow.ingest.tables import TABLE_KINDS, table_cell
 from medflow.io.atomic import atomic_path
 from medflow.io.images import CONTAINER_SEP
 from medflow.logs import progress_bar
-from medflow.problems import BadInputError, InputProblem, Problem, write_problems
+from medflow.problems import BadInputError, InputProblem, Problem, read_problems, write_problems
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,17 @@ def ingest_modality(
     source_hash: str = "",
     progress: bool = True,
     reuse_previous: bool = False,
+    name_inputs_in_logs: bool = False,
 ) -> IngestSummary:
     """Ingest ``modality`` of ``manifest`` (paths relative to ``cohort_root``) into ``out_path``.
 
     Image kinds write HDF5 (``.h5``), table kinds parquet. Every sample that fails becomes a row of
     ``problems_path`` (always written) and is left out; ``on_bad_input="fail"`` raises BadInputError
-    after writing the problems, and leaves no output file.
+    after writing the problems, and leaves no output file. A modality with nothing usable (a table
+    file without its key column, every image unreadable) raises BadInputError under either setting:
+    skipping it would only fail much later, with a less helpful message.
+
+    ``name_inputs_in_logs``: the log names problem files by their manifest cell (else by sample id).
 
     ``reuse_previous`` (image kinds): copy the samples whose source files and conversion settings are
     unchanged from the previous ingest (kept as a hard link ``.{modality}.previous.h5`` beside
@@ -100,14 +105,20 @@ def ingest_modality(
     if on_bad_input == "fail" and out_path.exists():
         out_path.unlink()  # a failed run must not leave an earlier output looking current
     if kind in TABLE_KINDS:
-        summary = _ingest_table_kind(manifest, cohort_root, modality, spec, out_path, problems_path, on_bad_input)
+        summary = _ingest_table_kind(
+            manifest, cohort_root, modality, spec, out_path, problems_path, on_bad_input, name_inputs_in_logs
+        )
     else:
         check_compression(compression, compression_level)
         summary = _ingest_image_kind(
             manifest, cohort_root, modality, spec, out_path, problems_path,
             threads=max(int(threads), 1), on_bad_input=on_bad_input, compression=compression,
             level=int(compression_level), source_hash=source_hash, progress=progress, reuse_previous=reuse_previous,
+            name_inputs_in_logs=name_inputs_in_logs,
         )
+    if summary.n_ok == 0:
+        out_path.unlink(missing_ok=True)  # an empty output must not look current to the next run
+        _nothing_usable(modality, summary, problems_path)
     summary.seconds_wall = time.perf_counter() - t_start
     log.info(
         "%s (%s): %d ingested%s, %d problem(s), %d missing%s in %.1f s (decode %.1f s, transform %.1f s, "
@@ -123,9 +134,20 @@ def ingest_modality(
 
 
 def _fail(problems: list[Problem], problems_path: Path, modality: str) -> None:
+    first = problems[0]
     raise BadInputError(
         f"{modality}: {len(problems)} input problem(s) and on_bad_input is 'fail'; see {problems_path} "
-        f"(first: {problems[0].file}: {problems[0].reason})"
+        f"(first: sample {first.sample_id or '-'}: {first.reason})"
+    )
+
+
+def _nothing_usable(modality: str, summary: IngestSummary, problems_path: Path) -> None:
+    problems = read_problems(problems_path)
+    first = f"; first: {problems[0].reason}" if problems else ""
+    raise BadInputError(
+        f"{modality}: no sample could be used ({summary.n_problems} problem(s), {summary.n_missing} empty "
+        f"manifest cell(s)){first}. Every model needing {modality} would have no data, so the run stops here "
+        f"(on_bad_input: skip leaves out single files, not a whole modality); see {problems_path}"
     )
 
 
@@ -133,17 +155,23 @@ def _fail(problems: list[Problem], problems_path: Path, modality: str) -> None:
 
 
 def _ingest_table_kind(
-    manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path, on_bad_input: str
+    manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path, on_bad_input: str,
+    name_inputs_in_logs: bool,
 ) -> IngestSummary:
     kind = spec["kind"]
     t0 = time.perf_counter()
     try:
         frame, problems, n_missing = TABLE_KINDS[kind](manifest, root, modality, spec)
-    except InputProblem as exc:  # the whole file is unusable: every sample is out
-        problems = [Problem(exc.file or "", "", exc.reason)]
-        frame, n_missing = _empty_table(kind), 0
+    except InputProblem as exc:  # the whole file is unusable: stop now, naming it and what it lacks
+        cell = table_cell(modality, spec)
+        problem = Problem.about(cell, "", exc.reason, sources=(exc.file,), root=root)
+        write_problems(problems_path, [problem], name_inputs_in_logs=name_inputs_in_logs)
+        raise BadInputError(
+            f"{modality}: the {kind} file {cell!r} (config key modalities.{modality}.file) cannot be used: "
+            f"{problem.reason}. Every sample would lack {modality}, so the run stops here; fix the file and rerun"
+        ) from None
     t1 = time.perf_counter()
-    write_problems(problems_path, problems)
+    write_problems(problems_path, problems, name_inputs_in_logs=name_inputs_in_logs)
     if problems and on_bad_input == "fail":
         _fail(problems, problems_path, modality)
     with atomic_path(out_path) as tmp:
@@ -153,15 +181,6 @@ def _ingest_table_kind(
         modality, kind, n_ok=n_ok, n_problems=len(problems), n_missing=n_missing,
         seconds_decode=t1 - t0, seconds_write=time.perf_counter() - t1,
     )
-
-
-def _empty_table(kind: str) -> pd.DataFrame:
-    cols = {
-        "table": {"sample_id": "string"},
-        "events": {"sample_id": "string", "hours": "float64", "variable": "string", "value": "float64", "value_text": "string"},
-        "notes": {"sample_id": "string", "note_index": "int64", "hours": "float64", "text": "string"},
-    }[kind]
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -207,7 +226,7 @@ def build_tasks(
             path = str(_resolve(root, file_part))
             task = containers.get(path)
             if task is None:
-                task = containers[path] = Task(kind, [], [], path, file_part, light, compression, level)
+                task = containers[path] = Task(kind, [], [], path, file_part, light, compression, level, root=str(root))
                 tasks.append(task)
             try:
                 r = int(row)
@@ -220,7 +239,7 @@ def build_tasks(
         mask_cell = _cell(mask)
         tasks.append(
             Task(kind, [i], [sid], str(_resolve(root, cell)), cell, light, compression, level,
-                 mask=str(_resolve(root, mask_cell)) if mask_cell else None)
+                 mask=str(_resolve(root, mask_cell)) if mask_cell else None, root=str(root))
         )
     return tasks, missing
 
@@ -236,9 +255,56 @@ def _split_bad_refs(tasks: list[Task]) -> list[SampleResult]:
             if t.rows[j] < 0:
                 bad.append(SampleResult(t.order[j], t.sample_ids[j], problem=Problem(
                     t.cell, t.sample_ids[j],
-                    f"{t.cell!r} is not a container reference 'file.hdf5#row' with a non-negative integer row")))
+                    "the cell is not a container reference 'file.hdf5#row' with a non-negative integer row")))
         t.order, t.sample_ids, t.rows = ([t.order[j] for j in keep], [t.sample_ids[j] for j in keep], [t.rows[j] for j in keep])
     return bad
+
+
+def _outside_window(tasks: list[Task], manifest: pd.DataFrame, modality: str, spec: dict) -> list[SampleResult]:
+    """Images acquired outside the study's observation window ``[0, window_hours]`` h (manifest column
+    ``{modality}_hours``), or at an unknown time, are taken out of ``tasks`` and become problems, so
+    that downstream they miss this modality like any failed file. Nothing is taken without a window;
+    without the column nothing can be checked (a warning: load_manifest records it in cohort.json)."""
+    from medflow.config import time_column
+
+    window = spec.get("window_hours")
+    if window is None:
+        return []
+    window = float(window)
+    col = time_column(modality)
+    if col not in manifest.columns:
+        log.warning(
+            "%s: the manifest has no column %r: medflow cannot verify that these images lie inside the "
+            "observation window of %g h", modality, col, window,
+        )
+        return []
+    hours = pd.to_numeric(manifest[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    out: list[SampleResult] = []
+    for t in tasks:
+        keep = []
+        for j, (o, sid) in enumerate(zip(t.order, t.sample_ids, strict=True)):
+            h = hours[o]
+            if np.isnan(h):
+                reason = (
+                    f"the acquisition time is unknown (column {col!r} is empty), so the image cannot be checked "
+                    f"against the observation window of {window:g} h; fill in the hours since admission it was taken at"
+                )
+            elif h < 0:
+                reason = f"taken {-h:g} h before admission, outside the observation window [0, {window:g}] h"
+            elif h > window:
+                reason = f"taken {h:g} h after admission, outside the observation window of {window:g} h"
+            else:
+                keep.append(j)
+                continue
+            out.append(SampleResult(o, sid, problem=Problem(t.cell, sid, reason)))
+        if len(keep) < len(t.order):
+            t.order, t.sample_ids = [t.order[j] for j in keep], [t.sample_ids[j] for j in keep]
+            if t.kind == "patches":
+                t.rows = [t.rows[j] for j in keep]
+    if out:
+        log.info("%s: %d image(s) acquired outside the observation window [0, %g] h or at an unknown time left out",
+                 modality, len(out), window)
+    return out
 
 
 class _Runner:
@@ -348,14 +414,14 @@ def _item_shape(kind: str, size: list[int], channels: int) -> list[int]:
 def _ingest_image_kind(
     manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path, *,
     threads: int, on_bad_input: str, compression: str, level: int, source_hash: str, progress: bool,
-    reuse_previous: bool,
+    reuse_previous: bool, name_inputs_in_logs: bool,
 ) -> IngestSummary:
     kind = spec["kind"]
     settings = reuse.settings_fingerprint(spec, compression, level)
     convert = functools.partial(
         _convert_images, manifest, root, modality, spec, out_path, problems_path, threads=threads,
         on_bad_input=on_bad_input, compression=compression, level=level, source_hash=source_hash,
-        progress=progress, settings=settings,
+        progress=progress, settings=settings, name_inputs_in_logs=name_inputs_in_logs,
     )
     if not reuse_previous:
         reuse.drop_previous(out_path)
@@ -381,13 +447,14 @@ def _ingest_image_kind(
 def _convert_images(
     manifest: pd.DataFrame, root: Path, modality: str, spec: dict, out_path: Path, problems_path: Path,
     previous: reuse.Previous | None, *, threads: int, on_bad_input: str, compression: str, level: int,
-    source_hash: str, progress: bool, settings: str,
+    source_hash: str, progress: bool, settings: str, name_inputs_in_logs: bool,
 ) -> IngestSummary:
     kind = spec["kind"]
     size = [int(s) for s in spec["size"]]
     channels = int(spec.get("channels", 1) or 1)
     tasks, n_missing = build_tasks(manifest, root, modality, spec, compression, level)
     early = _split_bad_refs(tasks)
+    early += _outside_window(tasks, manifest, modality, spec)
     tasks = [t for t in tasks if t.order]
     slice_labels, label_name = _load_slice_labels(root, spec) if kind == "slices" else ({}, None)
     orders = [o for t in tasks for o in t.order] + [r.order for r in early]
@@ -472,7 +539,7 @@ def _convert_images(
                 sink.put("source_fingerprint", utf8(fps))
                 sink.put("sample_units", utf8(sample_units))
                 f.attrs["settings_fingerprint"] = settings
-                write_problems(problems_path, problems)
+                write_problems(problems_path, problems, name_inputs_in_logs=name_inputs_in_logs)
                 if problems and on_bad_input == "fail":
                     _fail(problems, problems_path, modality)
             summary.seconds_write = sink.seconds

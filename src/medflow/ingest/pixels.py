@@ -32,6 +32,7 @@ class Task:
     compression: str
     level: int
     mask: str | None = None  # volume: the mask file
+    root: str | None = None  # the cohort root: folders below it may carry patient names (see privacy)
     spool: str | None = None  # pool mode: folder where the worker leaves the chunks (see h5out)
     rows: list[int] = field(default_factory=list)  # patches: container rows, one per sample
 
@@ -77,15 +78,32 @@ def run_task(task: Task) -> list[SampleResult]:
     try:
         result = fn(task, enc)
     except InputProblem as exc:
-        return [SampleResult(order, sid, problem=Problem(exc.file or task.cell, sid, exc.reason))]
+        return [SampleResult(order, sid, problem=_problem(task, sid, exc.reason, exc.file))]
     except Exception as exc:  # an unexpected failure of one sample must not end the ingest
         reason = f"unexpected error while reading: {type(exc).__name__}: {exc}"
-        return [SampleResult(order, sid, problem=Problem(task.cell, sid, reason))]
+        return [SampleResult(order, sid, problem=_problem(task, sid, reason))]
     result.order, result.sample_id = order, sid
     if task.spool:
         result.spool_file, result.chunks = spool_write(task.spool, order, result.chunks)
     result.seconds["compress"] = enc.seconds - before
     return [result]
+
+
+def _problem(task: Task, sample_id: str, reason: str, source: str | None = None, cell: str | None = None) -> Problem:
+    """A problem row named by the manifest cell; the reason loses every path and file name, a file
+    inside a series folder reading as its position there (so the user can still find it)."""
+    labels = _series_positions(Path(task.path)) if task.kind == "slices" else {}
+    return Problem.about(cell or task.cell, sample_id, reason, sources=(source, task.path, task.mask), root=task.root,
+                         labels=labels)
+
+
+def _series_positions(folder: Path) -> dict[str, str]:
+    """Each file name of a series folder → its position there, which is how a reason names a slice."""
+    try:
+        names = [f.name for f in dicom.series_files(folder)]
+    except InputProblem:
+        return {}
+    return {name: f"file {i} of {len(names)} of the series folder (in name order)" for i, name in enumerate(names, 1)}
 
 
 def _image(task: Task, enc: ChunkEncoder) -> SampleResult:
@@ -189,14 +207,14 @@ def _patches(task: Task) -> list[SampleResult]:
         arrays, bad = images.read_container_rows(Path(task.path), task.rows, dataset)
     except InputProblem as exc:
         return [
-            SampleResult(o, s, problem=Problem(c, s, exc.reason))
+            SampleResult(o, s, problem=_problem(task, s, exc.reason, exc.file, cell=c))
             for o, s, c in zip(task.order, task.sample_ids, _cells(task), strict=True)
         ]
     t1 = time.perf_counter()
     out = []
     for o, sid, row, cell in zip(task.order, task.sample_ids, task.rows, _cells(task), strict=True):
         if row in bad:
-            out.append(SampleResult(o, sid, problem=Problem(cell, sid, bad[row])))
+            out.append(SampleResult(o, sid, problem=_problem(task, sid, bad[row], cell=cell)))
             continue
         arr = np.asarray(arrays[row], dtype=np.float32)
         if arr.ndim == 3 and arr.shape[0] == 1:

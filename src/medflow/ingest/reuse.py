@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 #: bump when the way fingerprints are computed changes (it is part of the settings fingerprint)
 FINGERPRINT_SCHEME = 1
 #: spec keys that never change a sample's stored arrays: slice labels are re-attached (by SOP
-#: Instance UID, from the current labels file) to reused samples too
-_SPEC_KEYS_NOT_IN_ARRAYS = ("slice_labels",)
+#: Instance UID, from the current labels file) to reused samples too; the observation window only
+#: decides which samples are converted at all (before reuse is looked up)
+_SPEC_KEYS_NOT_IN_ARRAYS = ("slice_labels", "window_hours")
 
 
 class PreviousUnreadable(Exception):

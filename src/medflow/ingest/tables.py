@@ -25,11 +25,11 @@ def _resolve(root: Path, name: str) -> Path:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise InputProblem(f"table file not found: {path}", path)
+        raise InputProblem("table file not found", path)
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputProblem(f"{path.name} cannot be read as CSV: {exc}", path) from exc
+        raise InputProblem(f"the table cannot be read as CSV: {exc}", path) from exc
 
 
 def _typed(values: pd.Series) -> pd.Series:
@@ -50,33 +50,39 @@ def _typed(values: pd.Series) -> pd.Series:
     return text.astype("category")
 
 
+def table_cell(modality: str, spec: dict[str, Any]) -> str:
+    """The table file as the config names it: what problem rows call it (never a path of this machine)."""
+    return str(spec.get("file", f"{modality}.csv"))
+
+
 def ingest_table(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[Problem], int]:
     """``table``: CSV keyed by sample_id → one typed row per manifest sample (manifest order)."""
-    path = _resolve(root, spec.get("file", f"{modality}.csv"))
+    cell = table_cell(modality, spec)
+    path = _resolve(root, cell)
     frame = _read_csv(path)
     frame.columns = [str(c).strip() for c in frame.columns]
     if "sample_id" not in frame.columns:
-        raise InputProblem(f"{path.name} has no 'sample_id' column (columns: {', '.join(frame.columns)})", path)
+        raise InputProblem(f"the table has no 'sample_id' column (columns: {', '.join(frame.columns)})", path)
     problems: list[Problem] = []
     ids = frame["sample_id"].astype("string").str.strip().fillna("")
     frame["sample_id"] = ids
     known = set(manifest["sample_id"].astype(str))
     empty = ids == ""
     for i in np.flatnonzero(empty.to_numpy()):
-        problems.append(Problem(path.name, "", f"row {i + 2} of {path.name} has an empty sample_id"))
+        problems.append(Problem(cell, "", f"row {i + 2} of the table has an empty sample_id"))
     unknown = ~empty & ~ids.isin(known)
     for i in np.flatnonzero(unknown.to_numpy()):
-        problems.append(Problem(path.name, ids.iloc[i], f"row {i + 2}: sample_id {ids.iloc[i]!r} is not in the manifest"))
+        problems.append(Problem(cell, ids.iloc[i], f"row {i + 2}: sample_id {ids.iloc[i]!r} is not in the manifest"))
     dup = ~empty & ids.duplicated(keep=False)
     for sid in dict.fromkeys(ids[dup & ~unknown]):
         lines = ", ".join(str(i + 2) for i in np.flatnonzero((ids == sid).to_numpy()))
-        problems.append(Problem(path.name, sid, f"sample_id {sid!r} has several rows in {path.name} (rows {lines}); keep one"))
+        problems.append(Problem(cell, sid, f"sample_id {sid!r} has several rows in the table (rows {lines}); keep one"))
     keep = frame[~empty & ~unknown & ~dup]
     have = set(keep["sample_id"])
     dup_ids = set(ids[dup])
     for sid in manifest["sample_id"].astype(str):
         if sid not in have and sid not in dup_ids:
-            problems.append(Problem(path.name, sid, f"sample {sid!r} of the manifest has no row in {path.name}"))
+            problems.append(Problem(cell, sid, f"sample {sid!r} of the manifest has no row in the table"))
     order = {sid: i for i, sid in enumerate(manifest["sample_id"].astype(str))}
     keep = keep.assign(_o=keep["sample_id"].map(order)).sort_values("_o").drop(columns="_o").reset_index(drop=True)
     out = pd.DataFrame({"sample_id": keep["sample_id"].astype("string")})
@@ -88,20 +94,21 @@ def ingest_table(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[s
 
 def ingest_events(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[Problem], int]:
     """``events``: long CSV → ``sample_id, hours, variable, value, value_text`` within the window."""
-    path = _resolve(root, spec.get("file", f"{modality}.csv"))
+    cell = table_cell(modality, spec)
+    path = _resolve(root, cell)
     frame = _read_csv(path)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
     if missing:
         raise InputProblem(
-            f"{path.name} lacks column(s) {', '.join(missing)} (expected {', '.join(EVENT_COLUMNS)})", path
+            f"the events table lacks column(s) {', '.join(missing)} (expected {', '.join(EVENT_COLUMNS)})", path
         )
     problems: list[Problem] = []
     ids = frame["admission_id"].astype("string").str.strip().fillna("")
     known = manifest["sample_id"].astype(str)
     unknown = (ids != "") & ~ids.isin(set(known))
     for sid, count in ids[unknown].value_counts(sort=False).items():
-        problems.append(Problem(path.name, str(sid), f"admission_id {sid!r} is not in the manifest ({count} event rows)"))
+        problems.append(Problem(cell, str(sid), f"admission_id {sid!r} is not in the manifest ({count} event rows)"))
     hours = pd.to_numeric(frame["hours"].astype("string").str.strip(), errors="coerce")
     variable = frame["variable"].astype("string").str.strip()
     window = spec.get("window_hours")
@@ -185,11 +192,33 @@ def read_notes(path: Path) -> list[tuple[float, str]]:
     raise InputProblem(f"file not found: {path}", path)
 
 
+def _notes_in_window(
+    notes: list[tuple[float, str]], window: float | None, cell: str, sid: str
+) -> tuple[list[tuple[float, str]], int, Problem | None]:
+    """The notes of one sample written within the observation window ``[0, window]`` h, how many were
+    dropped for lying outside it, and a problem when a note has no time (it cannot be checked).
+    Without a window every note is kept."""
+    if window is None:
+        return notes, 0, None
+    if any(np.isnan(h) for h, _ in notes):
+        return [], 0, Problem(
+            cell, sid,
+            f"the note has no time (hours since admission), so it cannot be checked against the study's "
+            f"observation window of {window:g} h; name the file by the hours it was written at, e.g. "
+            f"012.5_radiology.txt, or give a folder of such files",
+        )
+    kept = [(h, t) for h, t in notes if 0 <= h <= window]
+    return kept, len(notes) - len(kept), None
+
+
 def ingest_notes(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[Problem], int]:
-    """``notes``: manifest path column → ``sample_id, note_index, hours, text``."""
+    """``notes``: manifest path column → ``sample_id, note_index, hours, text``; with the study's
+    observation window (``window_hours``) only the notes written within ``[0, window_hours]`` h."""
     rows: list[tuple[str, int, float, str]] = []
     problems: list[Problem] = []
     missing = 0
+    window = float(spec["window_hours"]) if spec.get("window_hours") is not None else None
+    n_read = n_outside = n_emptied = 0
     for sid, cell in zip(manifest["sample_id"].astype(str), manifest[modality], strict=True):
         if cell is None or (isinstance(cell, float) and np.isnan(cell)) or pd.isna(cell) or str(cell).strip() == "":
             missing += 1
@@ -198,9 +227,23 @@ def ingest_notes(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[s
         try:
             notes = read_notes(path)
         except InputProblem as exc:
-            problems.append(Problem(exc.file or str(cell), sid, exc.reason))
+            problems.append(Problem.about(str(cell), sid, exc.reason, sources=(exc.file,), root=root))
             continue
+        n_read += len(notes)
+        notes, outside, untimed = _notes_in_window(notes, window, str(cell), sid)
+        if untimed is not None:
+            problems.append(untimed)
+            continue
+        n_outside += outside
+        if not notes:  # every note of the sample lies outside the window: it has none to give
+            n_emptied += 1
+            missing += 1
         rows.extend((sid, i, h, t) for i, (h, t) in enumerate(notes))
+    if window is not None:
+        log.info(
+            "%s: kept %d of %d notes; dropped %d written outside [0, %g] h (%d samples left without notes)",
+            modality, len(rows), n_read, n_outside, window, n_emptied,
+        )
     out = pd.DataFrame(rows, columns=["sample_id", "note_index", "hours", "text"])
     out = out.astype({"sample_id": "string", "note_index": "int64", "hours": "float64", "text": "string"})
     return out, problems, missing

@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 
 from medflow.evaluate.compare import compare_heads
+from medflow.io.contracts import read_contract_csv
 from medflow.report.context import cohort_flow, provenance
-from medflow.report.render import render_head_report, render_study_report
+from medflow.report.render import page_link, render_head_report, render_study_report
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ COMPARED_SPLITS = ("test", "external")
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"sample_id": str, "patient_id": str, "center": str, "split": str, "task": str})
+    return read_contract_csv(path)
 
 
 def _maybe_json(path: str | Path | None) -> dict[str, Any] | None:
@@ -145,7 +146,7 @@ def build_study_report(
     """``models``: name → (kind, metrics.json, predictions.csv)."""
     summaries = []
     for name, (kind, metrics_path, _predictions) in models.items():
-        summaries += summary_rows(name, kind, json.loads(Path(metrics_path).read_text()), f"{name}_report.html")
+        summaries += summary_rows(name, kind, json.loads(Path(metrics_path).read_text()), page_link(f"{name}_report.html"))
     flow = cohort_flow(manifest, splits, label, problems=problems, cohort_info=cohort_info)
     first = next(iter(models.values()))[2] if models else manifest
     return render_study_report(

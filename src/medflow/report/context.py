@@ -16,7 +16,9 @@ from typing import Any
 import pandas as pd
 
 import medflow
+from medflow.io.contracts import read_contract_csv
 from medflow.io.hashing import sha256_file
+from medflow.privacy import for_report
 
 PACKAGES = ("torch", "torchvision", "monai", "scikit-learn", "scipy", "statsmodels", "xgboost-cpu", "gensim",
             "pydicom", "h5py", "numpy", "pandas", "snakemake", "matplotlib")  # fmt: skip
@@ -34,7 +36,7 @@ def cohort_flow(
     """Samples and patients per split and centre with prevalence, and every sample left out (ingest
     problems per modality, samples a head lacked an input for) with the reason."""
     manifest_frame = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
-    split_frame = pd.read_csv(splits, dtype={"sample_id": str, "patient_id": str, "center": str})
+    split_frame = read_contract_csv(splits)
     table = split_frame.merge(manifest_frame[["sample_id", label]], on="sample_id", how="left")
     table["y"] = pd.to_numeric(table[label], errors="coerce")
     rows = []
@@ -47,18 +49,19 @@ def cohort_flow(
         if path.is_file():
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
             modality = path.name.removesuffix(".problems.csv")
+            # by sample id only: the file column holds the manifest cell, which may name the patient
             for record in frame.to_dict("records"):
                 left_out.append({"stage": f"ingest ({modality})", "sample_id": record.get("sample_id", ""),
-                                 "file": record.get("file", ""), "reason": record.get("reason", "")})
+                                 "reason": for_report(record.get("reason", ""))})
     if excluded is not None and Path(excluded).is_file():
         for record in pd.read_csv(excluded, dtype=str, keep_default_na=False).to_dict("records"):
-            left_out.append({"stage": "this head's inputs", "sample_id": record["sample_id"], "file": "",
-                             "reason": record["reason"]})
+            left_out.append({"stage": "this head's inputs", "sample_id": record["sample_id"],
+                             "reason": for_report(record["reason"])})
     info = json.loads(Path(cohort_info).read_text()) if cohort_info and Path(cohort_info).is_file() else {}
     return {
         "n_manifest": len(manifest_frame), "n_split": len(split_frame),
         "n_patients": int(split_frame["patient_id"].nunique()), "by_split_centre": rows, "by_split": totals,
-        "left_out": left_out, "grouping": info.get("grouping", "patient"), "warnings": list(info.get("warnings", [])),
+        "left_out": left_out, "grouping": info.get("grouping", "patient"), "warnings": [for_report(w) for w in info.get("warnings", [])],
         "source": info.get("source", "manifest"),
     }
 

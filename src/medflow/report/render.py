@@ -10,9 +10,11 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from medflow.io.atomic import atomic_path
 from medflow.report import figures
@@ -55,8 +57,19 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def css() -> str:
-    return resources.files("medflow.report").joinpath("templates/base.css").read_text(encoding="utf-8")
+def css() -> Markup:
+    """The report style sheet, marked safe: HTML-escaping it (quotes in font names) breaks the CSS.
+    It is medflow's own file; one that could close the style element is refused."""
+    text = resources.files("medflow.report").joinpath("templates/base.css").read_text(encoding="utf-8")
+    if "</" in text:
+        raise ValueError("base.css must not contain '</' (it would end the <style> element)")
+    return Markup(text)
+
+
+def page_link(file_name: str) -> str:
+    """A link to a sibling report page: always relative (``./``, percent-encoded), so no model name
+    (``javascript:…``, ``//host/…``) can turn it into another scheme or host."""
+    return "./" + quote(file_name, safe="")
 
 
 def ordered_splits(present: Sequence[str]) -> list[str]:

@@ -7,6 +7,16 @@ takes an exclusive ``flock`` on as many free devices as it needs and narrows its
 ``CUDA_VISIBLE_DEVICES`` to them. ``flock`` locks belong to the open file and vanish with the
 process, so a job that crashes or is killed (SIGKILL included) never leaves a stale lock behind.
 
+The lock folder decides who may take a GPU from whom, so it is checked before use, with
+:func:`os.lstat` (a symbolic link is refused, never followed). The per-user default,
+``/tmp/medflow-gpu-locks-$UID``, is created with mode 0700 and must be a directory owned by this
+user that nobody else can write to: anyone could otherwise create it first and block our jobs or
+plant links. A folder given as ``$MEDFLOW_GPU_LOCK_DIR`` (or ``lock_dir=``) may be shared by several
+users: it must be owned by this user or be sticky like /tmp (``chmod +t``, so nobody deletes the
+lock files of others' jobs); a missing one is created like /tmp, mode 1777. Lock files are opened
+without following symbolic links and are created with mode 0666 whatever the umask, so every user
+of a shared folder can open and lock them.
+
 torch is imported lazily: taking a lease must stay cheap and must never initialise CUDA, because
 ``CUDA_VISIBLE_DEVICES`` is read only once, when CUDA starts in a process.
 """
@@ -14,12 +24,14 @@ torch is imported lazily: taking a lease must stay cheap and must never initiali
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -36,6 +48,10 @@ DEVICE_ENV = "MEDFLOW_DEVICE"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 BUSY_LOG_EVERY = 30.0  # seconds between "still waiting" messages
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class LockDirError(RuntimeError):
+    """The GPU lock folder or a lock file in it is unsafe or unusable; the message says what to do."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,21 +197,63 @@ def acquire_devices(
         _release(fds)
         now = time.monotonic()
         if timeout is not None and now - start >= timeout:
-            raise TimeoutError(
-                f"no {n} free GPU(s) within {timeout:g} s; busy: {_describe(busy, directory)}"
-            )
+            raise TimeoutError(f"no {n} free GPU(s) within {timeout:g} s; busy: {_describe(busy)}")
         if now - last_log >= BUSY_LOG_EVERY:
-            log.info("waiting for %d free GPU(s); busy: %s", n, _describe(busy, directory))
+            log.info("waiting for %d free GPU(s); busy: %s", n, _describe(busy))
             last_log = now
         time.sleep(poll if timeout is None else max(0.0, min(poll, timeout - (now - start))))
 
 
 def _ensure_lock_dir(lock_dir: str | Path | None, env: Mapping[str, str]) -> Path:
+    """The lock folder, created if missing and refused (:class:`LockDirError`) if unsafe; the
+    per-user default stays private, a configured folder may be shared by a team on purpose."""
+    shared = lock_dir is not None or bool(env.get(LOCK_DIR_ENV))
     directory = Path(lock_dir) if lock_dir is not None else default_lock_dir(env)
-    # the per-user default stays private; a configured folder may be shared by a team on purpose
-    mode = 0o700 if lock_dir is None and not env.get(LOCK_DIR_ENV) else 0o777
-    directory.mkdir(parents=True, exist_ok=True, mode=mode)
-    return directory
+    if shared:
+        _make_shared_dir(directory)
+    else:
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    problem = _lock_dir_problem(os.lstat(directory), shared)
+    if problem is None:
+        return directory
+    if shared:
+        raise LockDirError(
+            f"GPU lock folder {directory} ({LOCK_DIR_ENV}) {problem}: a lock folder must be a directory "
+            "that is yours or sticky like /tmp, so nobody can delete or replace the locks of others' "
+            f"jobs; make it sticky (chmod +t {directory}) or point {LOCK_DIR_ENV} elsewhere"
+        )
+    raise LockDirError(
+        f"GPU lock folder {directory} {problem}: it must be a directory of your own that nobody else "
+        "can write to (someone else may have created it to block or redirect your jobs' GPU locks); "
+        f"remove it, or set {LOCK_DIR_ENV} to another folder"
+    )
+
+
+def _make_shared_dir(directory: Path) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return
+    # like /tmp: every user may add lock files, nobody may remove another's (the umask cut mkdir's mode)
+    directory.chmod(0o1777)
+
+
+def _lock_dir_problem(info: os.stat_result, shared: bool) -> str | None:
+    """What makes the folder described by ``info`` (an lstat) unsafe, or None."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    mine = info.st_uid == os.getuid()
+    if shared:
+        return None if mine or info.st_mode & stat.S_ISVTX else f"belongs to uid {info.st_uid} and is not sticky"
+    if not mine:
+        return f"belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
 
 
 def _rotated(devices: list[str], pid: int) -> list[str]:
@@ -205,25 +263,87 @@ def _rotated(devices: list[str], pid: int) -> list[str]:
     return devices[k:] + devices[:k]
 
 
-def _try_lock(order: list[str], n: int, directory: Path) -> tuple[list[int], list[str], list[str]]:
-    """Take free devices in ``order`` until ``n`` are held: (descriptors, devices, busy devices)."""
+def _try_lock(order: list[str], n: int, directory: Path) -> tuple[list[int], list[str], dict[str, str]]:
+    """Take free devices in ``order`` until ``n`` are held: (descriptors, devices, busy device → holder)."""
     fds: list[int] = []
     taken: list[str] = []
-    busy: list[str] = []
+    busy: dict[str, str] = {}
     for device in order:
         if len(fds) == n:
             break
-        fd = os.open(lock_path(directory, device), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = _open_lock(lock_path(directory, device))
+        except BaseException:
+            _release(fds)  # an unusable lock file must not leave the devices taken so far locked
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            busy[device] = _read_holder(fd)
             os.close(fd)
-            busy.append(device)
             continue
         _write_holder(fd)
         fds.append(fd)
         taken.append(device)
     return fds, taken, busy
+
+
+def _open_lock(path: Path) -> int:
+    """Open the lock file ``path`` for writing, creating it if missing, never through a symbolic link."""
+    try:
+        fd = _open_or_create(path)
+    except OSError as exc:
+        raise _lock_file_error(path, exc) from exc
+    problem = _lock_file_problem(os.fstat(fd))
+    if problem is not None:
+        os.close(fd)
+        raise LockDirError(f"GPU lock file {path} {problem}; remove it")
+    return fd
+
+
+def _open_or_create(path: Path) -> int:
+    """An existing file is opened without ``O_CREAT``: Linux's fs.protected_regular refuses ``O_CREAT``
+    on another user's file in a sticky folder, even one every user may write."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            return os.open(path, flags)
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue  # another job created it a moment ago
+        os.fchmod(fd, 0o666)  # the umask cut the mode: other users of a shared folder must open it too
+        return fd
+
+
+def _lock_file_problem(info: os.stat_result) -> str | None:
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_nlink != 1:  # writing the holder would change the other file the link names
+        return "is a hard link to another file"
+    return None
+
+
+def _lock_file_error(path: Path, exc: OSError) -> Exception:
+    if exc.errno == errno.ELOOP:
+        return LockDirError(
+            f"GPU lock file {path} is a symbolic link, which medflow never follows (it could make this job "
+            "overwrite another file); remove it"
+        )
+    if not isinstance(exc, PermissionError):
+        return exc
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return LockDirError(
+            f"cannot create GPU lock file {path} ({exc.strerror}): every user of a shared lock folder must be "
+            f"able to add files to it; make {path.parent} writable for them and sticky (chmod 1777)"
+        )
+    return LockDirError(
+        f"cannot open GPU lock file {path} for writing ({exc.strerror}); it belongs to uid {info.st_uid} with "
+        f"mode {stat.S_IMODE(info.st_mode):o}. Every user of a shared lock folder must be able to write its "
+        f"lock files: ask the owner to run chmod 666 {path}, or remove it"
+    )
 
 
 def _write_holder(fd: int) -> None:
@@ -237,18 +357,18 @@ def _write_holder(fd: int) -> None:
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
 
 
-def _read_holder(path: Path) -> str:
+def _read_holder(fd: int) -> str:
     try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
         return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"  # written a moment after locking; may be mid-write
 
 
-def _describe(busy: list[str], directory: Path) -> str:
+def _describe(busy: dict[str, str]) -> str:
     if not busy:
         return "none (devices freed while checking)"
-    return ", ".join(f"{d} ({_read_holder(lock_path(directory, d))})" for d in busy)
+    return ", ".join(f"{device} ({holder})" for device, holder in busy.items())
 
 
 def _release(fds: list[int]) -> None:

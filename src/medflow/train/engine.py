@@ -3,7 +3,9 @@
 Built on torch's own facilities — ``torch.amp`` (autocast + GradScaler), ``torch.save`` checkpoints,
 ``DistributedDataParallel`` — rather than a framework: they are what any of those frameworks wraps,
 they add no dependency that has to agree with our pinned torch, and the checkpoint stays a plain
-dict a user can open.
+dict a user can open. Checkpoints and ``model.pt`` hold only tensors and plain Python values, and
+are read with ``torch.load(weights_only=True)``: they lie in ``results/``, and unrestricted unpickling
+would run whatever code anyone able to write there had pickled into them.
 
 What a run leaves in ``out_dir``:
 
@@ -255,7 +257,7 @@ class Trainer:
         if not path.is_file():
             return None
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:  # a checkpoint that cannot be read is not worth failing over
             log.warning("cannot read checkpoint %s (%s): training starts over", path, exc)
             return None

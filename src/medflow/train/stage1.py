@@ -3,7 +3,8 @@
 Three jobs share this module (each a Snakemake rule, so a change reruns only what it touches):
 
 - ``pretrain`` — contrastive pre-training of the encoder (SimCLR NT-Xent, or SupCon with labels)
-  on the *training* split, its loss watched on the validation split;
+  on the *training* split, its loss watched on the validation split; with ``fold`` = k on the
+  training folds ≠ k only (one encoder per fold);
 - ``train`` — the supervised network (for a pre-trained encoder: the encoder frozen, BatchNorm
   included, and a classifier head on top); with ``fold`` = k it trains on the training folds ≠ k
   and selects on fold k;
@@ -32,6 +33,7 @@ from medflow.data import H5Samples, H5Slices, Intensity, TwoViews, build_augment
 from medflow.data.samplers import BalancedSampler, ShardSampler
 from medflow.features import feature_vectors, probabilities, run_inference
 from medflow.io.atomic import atomic_path
+from medflow.io.contracts import read_contract_csv
 from medflow.io.features import write_features
 from medflow.io.hashing import sha256_file
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
@@ -71,7 +73,7 @@ def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: s
         window = tuple(float(v) for v in f.attrs["window"]) if "window" in f.attrs else None
         slice_task = str(f["slice_label"].attrs.get("label", "slice_label")) if "slice_label" in f else None
         source_hash = str(f.attrs.get("source_hash", ""))
-    splits = pd.read_csv(splits_path, dtype={"sample_id": str, "patient_id": str, "center": str})
+    splits = read_contract_csv(splits_path)
     manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
     if label not in manifest.columns:
         raise ValueError(f"label {label!r} is not a column of {manifest_path}")
@@ -92,15 +94,19 @@ def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: s
     return Stage1Data(ingest_path, kind, channels, has_mask, window, table, slice_task, source_hash)
 
 
-def partition(table: pd.DataFrame, fold: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def partition(table: pd.DataFrame, fold: int | None, job: str = "train") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, validation rows). Without folds: the train and val splits. With fold k:
-    the training split's folds ≠ k, and fold k. Test and external samples are never returned."""
+    the training split's folds ≠ k, and fold k; ``pretrain`` of fold k watches its loss on the val
+    split instead, because fold k's out-of-fold predictions (and its threshold) must come from an
+    encoder that never saw fold k. Test and external samples are never returned."""
+    val_split = table[table["split"] == "val"]
     if fold is None:
-        return table[table["split"] == "train"], table[table["split"] == "val"]
+        return table[table["split"] == "train"], val_split
     train = table[table["split"] == "train"]
     if not (train["fold"] == fold).any():
         raise ValueError(f"fold {fold} has no training samples (folds present: {sorted(train['fold'].unique())})")
-    return train[train["fold"] != fold], train[train["fold"] == fold]
+    held_out = val_split if job == "pretrain" else train[train["fold"] == fold]
+    return train[train["fold"] != fold], held_out
 
 
 def in_channels(data: Stage1Data, spec: dict[str, Any]) -> int:
@@ -159,8 +165,8 @@ def build_network(data: Stage1Data, spec: dict[str, Any], encoder: str | Path | 
     model = build_model(spec["model"], in_channels=in_channels(data, spec), num_outputs=1)
     if spec.get("weights"):
         load_weights(model, spec["weights"])
-    if encoder is not None:
-        state = torch.load(encoder, map_location="cpu", weights_only=False)["state_dict"]
+    if encoder is not None:  # weights_only: a model file is data, never code (see medflow.train.engine)
+        state = torch.load(encoder, map_location="cpu", weights_only=True)["state_dict"]
         backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.encoder.")}
         missing, unexpected = model.load_state_dict(backbone, strict=False)
         if unexpected or any(k.startswith("encoder.") for k in missing):
@@ -174,7 +180,7 @@ def load_trained(data: Stage1Data, spec: dict[str, Any], model_path: str | Path)
     model = build_model(spec["model"], in_channels=in_channels(data, spec), num_outputs=1)
     if spec.get("pretrain", "none") != "none":
         model.normalise_features()
-    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=False)["state_dict"])
+    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True)["state_dict"])
     return model
 
 
@@ -209,7 +215,7 @@ def train(
     """
     out_dir = Path(out_dir)
     data = load_data(ingest_path, splits_path, manifest_path, label)
-    train_rows, val_rows = partition(data.table, fold)
+    train_rows, val_rows = partition(data.table, fold, job)
     key = "pretrain_train" if job == "pretrain" else "train"
     cfg = TrainConfig.from_mapping(spec.get(key))
     log.info("%s %s on %s: %d training and %d validation samples (fold %s), device %s",
@@ -358,10 +364,10 @@ def fold_ensemble(fold_predictions: dict[int, str | Path], splits_path: str | Pa
     mean probability of all fold models (the fold ensemble)."""
     frames = []
     for fold, path in sorted(fold_predictions.items()):
-        frame = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str, "center": str})
+        frame = read_contract_csv(path)
         frames.append(frame.assign(model_fold=int(fold)))
     every = pd.concat(frames, ignore_index=True)
-    folds = pd.read_csv(splits_path, dtype={"sample_id": str})[["sample_id", "fold"]]
+    folds = read_contract_csv(splits_path)[["sample_id", "fold"]]
     every = every.merge(folds, on="sample_id", how="left", validate="many_to_one")
     in_cv = every["split"] == "train"
     out_of_fold = every[in_cv & (every["fold"] == every["model_fold"])].assign(split="val")

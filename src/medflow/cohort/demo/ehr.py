@@ -4,6 +4,9 @@ Admissions (samples) are grouped by patient. Three tasks (mortality, longstay, r
 have their own latent per modality: events shift the per-admission level of a few variables, the
 chest X-ray shows opacities (mortality), an effusion (longstay) and a larger heart (readmission), and
 notes pick concerning sentences with a probability that rises with the latent.
+
+A few events, notes and X-rays lie outside the 48 h observation window (the hours column of
+events.csv, the note file names, the manifest column ``cxr_hours``): ingest must leave them out.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ CXR_GAIN = {"A": 0.0, "B": 12.0}
 MISSING = {"cxr": 0.15, "notes": 0.1}
 DICOM_SHARE = 0.12  # of the X-rays, written as DICOM DX instead of PNG
 WINDOW_HOURS = 48.0
+# After the observation window (ingest must leave them out): the share of X-rays taken later (their
+# manifest column cxr_hours says when) and of admissions with notes that also get a discharge note
+# written later, one that names the outcome ("Patient expired."), so that any leak would show.
+LATE = {"cxr": 0.05, "notes": 0.1}
 
 # variable: (mean, between-admission sd, measurement sd, sampling interval range h, decimals,
 #            {task: shift per unit latent}, clip range)
@@ -163,8 +170,26 @@ def note_text(rng: np.random.Generator, kind: str, s: dict[str, float]) -> str:
     return " ".join(sentences) + "\n"
 
 
+def late_note(rng: np.random.Generator, died: bool) -> tuple[float, str]:
+    """A discharge summary written after the window (hours since admission, text): it names the outcome."""
+    hours = WINDOW_HOURS + 0.5 * int(rng.integers(4, 145))
+    day = int(hours // 24) + 1
+    if died:
+        return hours, f"Discharge summary. Patient expired on hospital day {day} despite maximal support.\n"
+    return hours, f"Discharge summary. Patient discharged on hospital day {day} in stable condition.\n"
+
+
+def cxr_hours(rng: np.random.Generator) -> float:
+    """When an X-ray was taken (hours since admission): mostly within the window, a few after it."""
+    if rng.random() < LATE["cxr"]:
+        return round(WINDOW_HOURS + float(rng.uniform(4, 96)), 1)
+    return round(float(rng.uniform(0, WINDOW_HOURS)), 1)
+
+
 def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
+    # times and late files come from their own stream: the rest of the cohort is drawn as before
+    late = np.random.default_rng([seed, 1])
     per_patient = rng.choice([1, 2, 3], size=patients, p=[0.6, 0.25, 0.15])
     centres = assign_centres(rng, patients, CENTRES)
     pids = [f"S{i + 1:04d}" for i in range(patients)]
@@ -177,12 +202,15 @@ def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
 
     rows, events = [], []
     has = {m: rng.random(n) >= p for m, p in MISSING.items()}
+    cxr_in_window = np.ones(n, dtype=bool)
     for i in progress(range(n), TEMPLATE, n):
         aid, p = aids[i], owner[i]
         centre = str(centres[p])
         events.append(admission_events(rng, aid, {t: s[t]["ehr"][i] for t in D}))
-        cxr = ""
+        cxr, taken = "", ""
         if has["cxr"][i]:
+            taken = cxr_hours(late)
+            cxr_in_window[i] = taken <= WINDOW_HOURS
             img = cxr_image(rng, image_size, {t: s[t]["cxr"][i] for t in D}, centre)
             if rng.random() < DICOM_SHARE:
                 cxr = f"cxr/{aid}.dcm"
@@ -209,6 +237,9 @@ def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
                 kind = str(rng.choice(list(HEADERS)))
                 text = note_text(rng, kind, {t: s[t]["notes"][i] for t in D})
                 (out / notes / f"{h:05.1f}_{kind}.txt").write_text(text, encoding="utf-8")
+            if late.random() < LATE["notes"]:
+                h, text = late_note(late, bool(y["mortality"][i]))
+                (out / notes / f"{h:05.1f}_discharge.txt").write_text(text, encoding="utf-8")
         rows.append(
             {
                 "sample_id": aid,
@@ -216,6 +247,7 @@ def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
                 "center": centre,
                 **{t: int(y[t][i]) for t in D},
                 "cxr": cxr,
+                "cxr_hours": taken,
                 "notes": notes,
             }
         )
@@ -226,5 +258,7 @@ def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
     tasks = {t: task_oracle(y[t], PREVALENCE[t], D[t], s[t], FUSED) for t in D}
     for task in tasks.values():
         task["missing"] = {m: round(float(1 - v.mean()), 4) for m, v in has.items()}
+        # an X-ray taken after the window is left out at ingest: for the models it is missing too
+        task["missing"]["cxr"] = round(float(1 - (has["cxr"] & cxr_in_window).mean()), 4)
         task["note"] = "oracle AUCs assume every modality present; missing cxr/notes lower what is reachable"
     write_json({"template": TEMPLATE, "tasks": tasks}, out / "oracle.json")

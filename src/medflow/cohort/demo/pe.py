@@ -8,6 +8,8 @@ Signal: every study has one filling-defect-like region inside contrast-filled pu
 a contiguous run of slices. Its attenuation is a decreasing function of the study's latent s: in PE
 studies (s around d) it is a dark clot near 40–100 HU, in negative studies (s around 0) it is a
 faint mixing artefact barely below the ~300 HU of contrast. Only PE runs have pe_present_on_image=1.
+Everything else drawn (which arteries, the run, an enlarged right ventricle) is independent of the PE
+label, so oracle.json, which accounts for s alone, stays the best achievable AUC.
 """
 
 from __future__ import annotations
@@ -49,19 +51,28 @@ def defect_hu(s: float, d: float) -> float:
     return float(CONTRAST_HU - 260.0 * sigmoid(2.0 * (s - d / 2)))
 
 
-def exam_labels(rng: np.random.Generator, pe: int, s: float) -> tuple[dict[str, int], list[str]]:
-    """Consistent exam-level labels and the arteries that hold the defect-like region."""
+def exam_labels(rng: np.random.Generator, pe: int, s: float) -> tuple[dict[str, int], list[str], bool]:
+    """Consistent exam-level labels, the arteries that hold the defect-like region and whether the right
+    ventricle is drawn enlarged (RV/LV ≥ 1).
+
+    Nothing drawn here but s may depend on ``pe``: the arteries and the RV size reach the pixels, and
+    oracle.json accounts for s alone. RSNA grades RV/LV only in PE exams (both rv labels are 0 in
+    negatives), but a dilated RV is not specific to PE (pulmonary hypertension, COPD, left heart
+    failure), so every study gets the enlarged RV at the same rate given the (label-independent)
+    arteries and only PE exams carry it as a label. Drawn in PE exams only, it marked them for certain
+    and lifted the best study-level AUC from the 0.84 of oracle.json to about 0.90.
+    """
     lab = dict.fromkeys(COLUMNS[4:], 0)
     u = rng.random()
     sides = ["right"] if u < 0.3 else ["left"] if u < 0.55 else ["right", "left"]
     if rng.random() < 0.3:
         sides = ["central", *sides]
+    rv_large = bool(rng.random() < (0.6 if "central" in sides else 0.3))
     if pe:
         lab["rightsided_pe"] = int("right" in sides)
         lab["leftsided_pe"] = int("left" in sides)
         lab["central_pe"] = int("central" in sides)
-        gte = int(rng.random() < (0.6 if "central" in sides else 0.3))
-        lab["rv_lv_ratio_gte_1"], lab["rv_lv_ratio_lt_1"] = gte, 1 - gte
+        lab["rv_lv_ratio_gte_1"], lab["rv_lv_ratio_lt_1"] = int(rv_large), int(not rv_large)
         v = rng.random()
         lab["chronic_pe"], lab["acute_and_chronic_pe"] = int(v < 0.08), int(0.08 <= v < 0.14)
     else:
@@ -70,7 +81,7 @@ def exam_labels(rng: np.random.Generator, pe: int, s: float) -> tuple[dict[str, 
         lab["true_filling_defect_not_pe"] = int(rng.random() < 0.03)
     lab["qa_motion"] = int(rng.random() < 0.03)
     lab["qa_contrast"] = int(rng.random() < 0.03)
-    return lab, sides
+    return lab, sides, rv_large
 
 
 def study_volume(
@@ -133,14 +144,12 @@ def write_rsna_layout(out: Path, *, patients: int, image_size: int, seed: int) -
     frames, slice_scores, slice_labels = [], [], []
     for i in progress(range(n), TEMPLATE, n):
         depth = int(rng.integers(20, 33))
-        lab, sides = exam_labels(rng, int(y[i]), float(s["ct_series"][i]))
+        lab, sides, rv_large = exam_labels(rng, int(y[i]), float(s["ct_series"][i]))
         lo, hi = int(np.ceil(ARTERY_RANGE[0] * (depth - 1))), int(np.floor(ARTERY_RANGE[1] * (depth - 1)))
         length = int(rng.integers(3, 8))
         start = int(rng.integers(lo, max(hi - length + 2, lo + 1)))
         run = range(start, min(start + length, hi + 1))
-        vol = study_volume(
-            rng, image_size, depth, float(s["ct_series"][i]), sides, run, bool(lab["rv_lv_ratio_gte_1"])
-        )
+        vol = study_volume(rng, image_size, depth, float(s["ct_series"][i]), sides, run, rv_large)
         study = deterministic_uid("demo", TEMPLATE, seed, i, "study")
         series = deterministic_uid("demo", TEMPLATE, seed, i, "series")
         sops = [deterministic_uid("demo", TEMPLATE, seed, i, "sop", k) for k in range(depth)]
