@@ -23,7 +23,9 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/stage1.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/stage2.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -37,5 +39,5 @@ localrules:
 
 rule all:
     input:
-        all_targets(),
+        PLAN.all_targets(),
     default_target: True

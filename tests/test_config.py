@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medflow.config import ConfigError, check_config, load_config, path_columns, stratify_label
+from medflow.config import ConfigError, check_config, load_config, path_columns
+from medflow.study import stratify_label
 
 CONFIG = Path(__file__).parents[1] / "config" / "config.yaml"
 

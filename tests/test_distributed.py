@@ -1,4 +1,4 @@
-"""Data-parallel helpers: launch 2 CPU ranks with gloo, average tensors, DDP step, errors from ranks.
+"""Data-parallel runs: launch 2 CPU ranks with gloo, average tensors, DDP step, errors from ranks.
 
 The rank functions live at module level because spawned ranks unpickle them by import.
 """
@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from medflow.train.devices import acquire_devices
-from medflow.train.distributed import all_reduce_mean, barrier, is_main, launch, unwrap, wrap_ddp
+from medflow.train.distributed import launch
+from medflow.train.gpu_locks import acquire_devices
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +30,10 @@ def _one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _mean_of_ranks(rank: int, world_size: int, scale: float) -> dict[str, object]:
     tensor = torch.tensor([float(rank), scale * (rank + 1)])
-    all_reduce_mean(tensor)
-    barrier()
-    return {"mean": tensor, "world_size": world_size, "main": is_main(), "threads": torch.get_num_threads()}
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return {"mean": tensor, "world_size": world_size, "rank": rank, "threads": torch.get_num_threads()}
 
 
 def _ddp_step(
@@ -40,13 +42,13 @@ def _ddp_step(
     """One SGD step on this rank's shard; returns every rank's parameters (flattened)."""
     model = nn.Linear(x.shape[1], 1)
     model.load_state_dict(init)
-    model = wrap_ddp(model, torch.device("cpu"))
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    replica = DistributedDataParallel(model) if world_size > 1 else model
+    optimiser = torch.optim.SGD(replica.parameters(), lr=0.1)
     per_rank = len(x) // world_size
     shard = slice(rank * per_rank, (rank + 1) * per_rank)
-    nn.functional.mse_loss(model(x[shard]), y[shard]).backward()
+    nn.functional.mse_loss(replica(x[shard]), y[shard]).backward()
     optimiser.step()
-    flat = torch.cat([p.detach().flatten() for p in unwrap(model).parameters()])
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     if world_size == 1:
         return [flat]
     gathered = [torch.empty_like(flat) for _ in range(world_size)]
@@ -73,7 +75,7 @@ def test_launch_two_ranks_returns_rank0_mean() -> None:
     result = launch(_mean_of_ranks, 2, 10.0, threads_per_rank=1)
     torch.testing.assert_close(result["mean"], torch.tensor([0.5, 15.0]))
     assert result["world_size"] == 2
-    assert result["main"] is True
+    assert result["rank"] == 0
     assert result["threads"] == 1
 
 
@@ -102,17 +104,6 @@ def test_exception_in_a_rank_propagates_with_traceback() -> None:
         launch(_fail_on_rank_1, 2, threads_per_rank=1)
     assert "Traceback" in str(failure.value)
     assert time.monotonic() - start < 45
-
-
-def test_helpers_are_noops_without_a_group() -> None:
-    tensor = torch.tensor([2.0])
-    assert all_reduce_mean(tensor) is tensor
-    assert tensor.item() == 2.0
-    barrier()
-    assert is_main() and is_main(0) and not is_main(1)
-    model = nn.Linear(2, 1)
-    assert wrap_ddp(model, torch.device("cpu")) is model
-    assert unwrap(model) is model
 
 
 def test_launch_rejects_empty_world() -> None:
@@ -176,8 +167,8 @@ def test_trainer_on_two_ranks_follows_the_single_process_run(tmp_path) -> None:
 KILLABLE_JOB = """
 import sys
 sys.path.insert(0, sys.argv[3])
-from medflow.train.devices import acquire_devices
 from medflow.train.distributed import launch
+from medflow.train.gpu_locks import acquire_devices
 from test_distributed import _report_and_wait
 with acquire_devices(1, lock_dir=sys.argv[1], env={"CUDA_VISIBLE_DEVICES": "0"}):
     launch(_report_and_wait, 2, sys.argv[2], threads_per_rank=1)

@@ -41,6 +41,7 @@ from medflow.evaluate import (
 )
 from medflow.evaluate.bootstrap import PatientBootstrap, group_codes
 from medflow.evaluate.pe import EXAM_WEIGHTS, IMAGE_WEIGHT
+from medflow.evaluate.registry import list_metrics, register_metric
 
 Z95 = stats.norm.ppf(0.975)
 
@@ -440,3 +441,26 @@ def test_warnings_are_not_errors_in_normal_use():
         y, p, groups = _clustered(50, 9)
         bootstrap_auc_ci(y, p, groups, n_boot=50)
         calibration_intercept_slope(y, p)
+
+
+# --------------------------------------------------------------------------- report-metric registry
+def test_a_split_holds_the_counts_then_every_registered_metric_in_order():
+    m = evaluate_predictions(_frame(3), {"a": 0.5}, n_boot=20, seed=0)
+    counts = ["n", "n_patients", "n_positive", "prevalence", "n_unknown_label", "n_missing_prob"]
+    for task in m["tasks"].values():
+        for split in task["splits"].values():
+            assert list(split) == counts + [metric.key for metric in list_metrics()]
+
+
+def test_every_report_column_reads_a_number_and_its_interval():
+    """The dotted paths of the columns exist in what the metrics store (a typo would print '—')."""
+    test = evaluate_predictions(_frame(4), {"a": 0.5}, n_boot=50, seed=0)["tasks"]["a"]["splits"]["test"]
+    for metric in list_metrics():
+        for column in metric.columns:
+            value, ci = column.read(test)
+            if column.value:
+                assert isinstance(value, float) and math.isfinite(value), column
+            if column.ci:
+                assert len(ci) == 2 and ci[0] <= ci[1], column
+    with pytest.raises(ValueError, match="already registered"):
+        register_metric(list_metrics()[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medflow.cohort.importers import IMPORTERS, ImporterError, run_importer
+from medflow.cohort.importers import ImporterError, get_importer, run_importer
 from medflow.cohort.importers.luna import NO_IDS_WARNING, import_luna_patches
 
 
@@ -158,7 +158,7 @@ def test_missing_or_non_hdf5_file(tmp_path):
 
 
 def test_registry_and_run_importer_drop_options_the_importer_does_not_take(tmp_path):
-    assert IMPORTERS["luna-patches"] is import_luna_patches
+    assert get_importer("luna-patches").func is import_luna_patches
     patch_file = write_patch_file(tmp_path / "all_patches.hdf5", [0, 1])
     manifest = run_importer("luna-patches", str(patch_file), str(tmp_path / "out"), workers=4)
     assert read_manifest(manifest)["malignant"].tolist() == ["0", "1"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from medflow.cohort.importers import IMPORTERS, ImporterError, run_importer
+from medflow.cohort.importers import ImporterError, get_importer, run_importer
 from medflow.cohort.importers.rsna_pe import (
     EXAM_COLUMNS,
     MANIFEST_COLUMNS,
@@ -274,7 +274,7 @@ def test_no_usable_study_raises_and_writes_no_manifest(layout, tmp_path):
 
 def test_registry_accepts_the_folder_or_train_csv(layout, tmp_path):
     root, _ = layout
-    assert IMPORTERS["rsna-pe"] is import_rsna_pe
+    assert get_importer("rsna-pe").func is import_rsna_pe
     a = run_importer("rsna-pe", root, tmp_path / "a", workers=3)
     b = run_importer("rsna-pe", root / "train.csv", tmp_path / "b")
     assert read(a)["ct_series"].tolist() == read(b)["ct_series"].tolist()

@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.uid import RLELossless
 
-from medflow.io import dicom
+from medflow.io import dicom_native, dicom_read, dicom_series
 from medflow.io.dicom_write import deterministic_uid, write_image, write_series
 from medflow.problems import InputProblem
 
@@ -27,7 +27,7 @@ def test_lean_reader_matches_pydicom_on_every_file_it_accepts(tmp_path):
     accepted = 0
     buffer = bytearray()
     for f in files:
-        got = dicom.read_native(f, buffer)
+        got = dicom_native.read_native(f, buffer)
         if got is None:
             continue
         accepted += 1
@@ -45,14 +45,14 @@ def test_lean_reader_matches_pydicom_on_every_file_it_accepts(tmp_path):
 
 def test_lean_reader_declines_compressed_and_colour(tmp_path):
     write_series(tmp_path / "rle", _volume(2), transfer_syntax=RLELossless)
-    assert dicom.read_native(next((tmp_path / "rle").iterdir())) is None
-    assert dicom.read_native(Path(get_testdata_file("SC_rgb.dcm", download=False))) is None
+    assert dicom_native.read_native(next((tmp_path / "rle").iterdir())) is None
+    assert dicom_native.read_native(Path(get_testdata_file("SC_rgb.dcm", download=False))) is None
 
 
 def test_ct_image_is_hu_through_the_modality_lut(tmp_path):
     hu = np.array([[-1000, -50], [0, 1200]], dtype=float)
     path = write_image(tmp_path / "ct.dcm", hu, modality="CT")
-    img = dicom.read_image(path)
+    img = dicom_read.read_image(path)
     np.testing.assert_array_equal(img.pixels, hu)
     assert img.units == "HU"
     assert img.spacing == (0.2, 0.2)
@@ -62,7 +62,7 @@ def test_monochrome1_is_inverted(tmp_path):
     grey = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
     p1 = write_image(tmp_path / "m1.dcm", 255 - grey, modality="DX", photometric="MONOCHROME1")
     p2 = write_image(tmp_path / "m2.dcm", grey, modality="DX")
-    np.testing.assert_array_equal(dicom.read_image(p1).pixels, dicom.read_image(p2).pixels)
+    np.testing.assert_array_equal(dicom_read.read_image(p1).pixels, dicom_read.read_image(p2).pixels)
 
 
 def test_series_sorted_by_position_not_name_or_instance_number(tmp_path):
@@ -73,7 +73,7 @@ def test_series_sorted_by_position_not_name_or_instance_number(tmp_path):
         ds = pydicom.dcmread(p)
         ds.InstanceNumber = len(paths) - k
         ds.save_as(p)
-    series = dicom.read_series(tmp_path / "s", lambda stored, ds: dicom.modality_values(stored, ds))
+    series = dicom_series.read_series(tmp_path / "s", lambda stored, ds: dicom_read.modality_values(stored, ds))
     got = np.stack([s.pixels for s in series.slices])
     np.testing.assert_array_equal(got, vol)
     np.testing.assert_allclose(np.diff(series.z), 3.0)
@@ -92,7 +92,7 @@ def test_series_sorted_along_a_tilted_normal(tmp_path):
         ds.ImagePositionPatient = [10.0 - 2.0 * k, 0.0, 0.0]
         ds.save_as(p)
         p.rename(p.with_name(f"{len(paths) - k}.dcm"))
-    series = dicom.read_series(tmp_path / "s", lambda stored, ds: dicom.modality_values(stored, ds))
+    series = dicom_series.read_series(tmp_path / "s", lambda stored, ds: dicom_read.modality_values(stored, ds))
     np.testing.assert_array_equal(np.stack([s.pixels for s in series.slices]), vol)
     np.testing.assert_allclose(series.z, [-10.0 + 2.0 * k for k in range(5)])
 
@@ -106,7 +106,7 @@ def _edit(path, **tags):
 
 def _expect_problem(folder, *words):
     with pytest.raises(InputProblem) as err:
-        dicom.read_series(folder, lambda stored, ds: stored)
+        dicom_series.read_series(folder, lambda stored, ds: stored)
     for w in words:
         assert w in err.value.reason, err.value.reason
     return err.value
@@ -164,7 +164,7 @@ def test_missing_pixel_data_is_rejected(tmp_path):
     del ds.PixelData
     ds.save_as(path)
     with pytest.raises(InputProblem, match=r"no pixel data: PixelData \(7FE0,0010\) is missing"):
-        dicom.read_image(path)
+        dicom_read.read_image(path)
 
 
 def test_undecodable_transfer_syntax_names_syntax_and_plugins(tmp_path, monkeypatch):
@@ -176,7 +176,7 @@ def test_undecodable_transfer_syntax_names_syntax_and_plugins(tmp_path, monkeypa
 
     monkeypatch.setattr(base.Decoder, "as_array", no_plugins)
     with pytest.raises(InputProblem) as err:
-        dicom.read_image(path)
+        dicom_read.read_image(path)
     assert "RLE Lossless (1.2.840.10008.1.2.5)" in err.value.reason
     assert "pylibjpeg-rle" in err.value.reason
 
@@ -184,7 +184,7 @@ def test_undecodable_transfer_syntax_names_syntax_and_plugins(tmp_path, monkeypa
 def test_multiframe_rejected_as_2d_image_but_accepted_as_volume():
     path = Path(get_testdata_file("emri_small.dcm", download=False))  # 10 frames of 64×64 MR
     with pytest.raises(InputProblem, match="multi-frame"):
-        dicom.read_image(path)
-    vol = dicom.read_image(path, multiframe="accept")
+        dicom_read.read_image(path)
+    vol = dicom_read.read_image(path, multiframe="accept")
     assert vol.pixels.shape == (10, 64, 64)
     np.testing.assert_array_equal(vol.pixels, pydicom.dcmread(path).pixel_array)

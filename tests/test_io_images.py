@@ -12,6 +12,12 @@ from medflow.io.dicom_write import write_image, write_series
 from medflow.problems import InputProblem
 
 
+def read_2d(path, size=None, channels=1):
+    """A 2D image as ingest reads it: (resized image, units)."""
+    arr, spacing, units = images.load_image_2d(path)
+    return images.finish_2d(arr, spacing, size, channels), units
+
+
 def test_resize_area_and_linear():
     arr = np.arange(16, dtype=np.float32).reshape(4, 4)
     np.testing.assert_allclose(images.resize2d(arr, (2, 2)), arr.reshape(2, 2, 2, 2).mean(axis=(1, 3)))
@@ -43,44 +49,44 @@ def test_resize_nearest_keeps_labels():
 def test_png_grey_rgb_16bit_and_channels(tmp_path):
     grey = (np.arange(64).reshape(8, 8) * 3).astype(np.uint8)
     Image.fromarray(grey, mode="L").save(tmp_path / "g.png")
-    img = images.read_image_2d(tmp_path / "g.png", (8, 8))
+    img, units = read_2d(tmp_path / "g.png", (8, 8))
     np.testing.assert_array_equal(img.pixels, grey)
-    assert img.pixels.dtype == np.float32 and img.units == "raw" and img.spacing is None
+    assert img.pixels.dtype == np.float32 and units == "raw" and img.spacing is None
 
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0] = 200
     Image.fromarray(rgb, mode="RGB").save(tmp_path / "c.png")
-    one = images.read_image_2d(tmp_path / "c.png", (4, 4), channels=1)
+    one, _ = read_2d(tmp_path / "c.png", (4, 4), channels=1)
     np.testing.assert_allclose(one.pixels, 0.299 * 200, rtol=1e-5)
-    three = images.read_image_2d(tmp_path / "c.png", (4, 4), channels=3)
+    three, _ = read_2d(tmp_path / "c.png", (4, 4), channels=3)
     assert three.pixels.shape == (3, 4, 4)
     np.testing.assert_allclose(three.pixels[0], 200)
 
     wide = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / "w.png")
-    np.testing.assert_array_equal(images.read_image_2d(tmp_path / "w.png").pixels, wide)
+    np.testing.assert_array_equal(read_2d(tmp_path / "w.png")[0].pixels, wide)
 
     Image.fromarray(grey).save(tmp_path / "g.tif")
     Image.fromarray(grey).save(tmp_path / "g.bmp")
     Image.fromarray(grey).save(tmp_path / "g.jpg", quality=100)
     for name in ("g.tif", "g.bmp"):
-        np.testing.assert_array_equal(images.read_image_2d(tmp_path / name).pixels, grey)
-    assert np.abs(images.read_image_2d(tmp_path / "g.jpg").pixels - grey).max() < 4
+        np.testing.assert_array_equal(read_2d(tmp_path / name)[0].pixels, grey)
+    assert np.abs(read_2d(tmp_path / "g.jpg")[0].pixels - grey).max() < 4
 
 
 def test_not_a_png_and_multiframe_tiff(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"this is not a png at all")
     with pytest.raises(InputProblem, match="cannot be read as an image"):
-        images.read_image_2d(tmp_path / "bad.png")
+        read_2d(tmp_path / "bad.png")
     frames = [Image.fromarray(np.full((4, 4), v, np.uint8)) for v in (1, 2)]
     frames[0].save(tmp_path / "m.tif", save_all=True, append_images=frames[1:])
     with pytest.raises(InputProblem, match="2 frames"):
-        images.read_image_2d(tmp_path / "m.tif")
+        read_2d(tmp_path / "m.tif")
 
 
 def test_dicom_2d_spacing_scaled_by_resize(tmp_path):
     path = write_image(tmp_path / "x.dcm", np.zeros((16, 8), np.uint8), spacing=(0.5, 0.25))
-    img = images.read_image_2d(path, (8, 4))
+    img, _ = read_2d(path, (8, 4))
     assert img.spacing == (1.0, 0.5)
 
 
@@ -117,6 +123,3 @@ def test_container_rows_read_once_sorted(tmp_path):
     assert "out of range" in bad[12]
     with pytest.raises(InputProblem, match="no dataset 'nope'"):
         images.read_container_rows(tmp_path / "c.hdf5", [1], "nope")
-    assert images.parse_ref("c.hdf5#3", tmp_path) == (tmp_path / "c.hdf5", 3)
-    with pytest.raises(InputProblem, match="integer"):
-        images.parse_ref("c.hdf5#x", tmp_path)

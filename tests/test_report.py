@@ -186,3 +186,33 @@ def test_slice_scores_become_an_image_level_task_clustered_by_study(tmp_path: Pa
     assert image["n"] == 100 and image["n_patients"] == 20  # slices of the 20 test studies, clustered by patient
     assert image["auroc"]["value"] > 0.95
     assert set(metrics["thresholds"]) == {"pe", "pe_present_on_image"}
+
+
+def test_a_registered_metric_reaches_metrics_json_and_both_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report metric is one registry entry: evaluation stores it, the model page shows its column
+    and the study page its overview splits."""
+    from medflow.evaluate import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_metric(registry.ReportMetric(
+        "mean_score", lambda split: {"value": float(split.p.mean()) if split.y.size else None},
+        (registry.Column("mean score", "mean_score.value", overview=("test",)),)))
+    paths = write_cohort(tmp_path / "c")
+    metrics = json.loads((paths["good"] / "metrics.json").read_text())
+    value = metrics["tasks"]["lnm"]["splits"]["test"]["mean_score"]["value"]
+    predictions = pd.read_csv(paths["good"] / "predictions.csv")
+    assert value == pytest.approx(predictions.y_prob[predictions.split == "test"].mean())
+    study = {"labels": ["lnm"], "modalities": {}, "split": {"seed": 1, "fractions": {"train": 1.0}, "folds": 0}}
+    page = build_head_report(
+        tmp_path / "good_report.html", study_name="s", study=study, config={}, name="good", kind="stage1",
+        spec={"modality": "us", "model": "resnet18"}, predictions=paths["good"] / "predictions.csv",
+        metrics=paths["good"] / "metrics.json", splits=paths["splits"], manifest=paths["manifest"], label="lnm",
+        n_boot=20,
+    ).read_text()
+    overview = build_study_report(
+        tmp_path / "report.html", study_name="s", study=study, config={}, label="lnm",
+        models={"good": ("stage1", paths["good"] / "metrics.json", paths["good"] / "predictions.csv")},
+        splits=paths["splits"], manifest=paths["manifest"],
+    ).read_text()
+    assert "<th>mean score</th>" in page and f"<td>{value:.3f}</td>" in page
+    assert "<th>test mean score</th>" in overview and f"<td>{value:.3f}</td>" in overview

@@ -19,7 +19,7 @@ from medflow.ingest.h5out import utf8
 from medflow.io.features import read_features
 from medflow.models import MODEL_NAMES, build_model
 from medflow.split import make_splits
-from medflow.train import stage1
+from medflow.train import folds, stage1
 from medflow.train.config import TrainConfig
 from medflow.train.engine import StepOutput, Trainer, bce_step
 
@@ -329,7 +329,7 @@ def test_fold_ensemble_scores_training_samples_out_of_fold_and_the_rest_by_the_m
         frame = splits.assign(task="y", y_true=0.0, y_prob=0.1 * (k + 1))
         paths[k] = tmp_path / f"fold{k}.csv"
         frame.drop(columns="fold").to_csv(paths[k], index=False)
-    out = stage1.fold_ensemble(paths, root / "splits.csv", tmp_path / "ensemble.csv")
+    out = folds.fold_ensemble(paths, root / "splits.csv", tmp_path / "ensemble.csv")
     result = pd.read_csv(out).merge(splits[["sample_id", "fold"]], on="sample_id")
     cv = result[result["fold"] >= 0]
     assert (cv["split"] == "val").all()
@@ -338,6 +338,13 @@ def test_fold_ensemble_scores_training_samples_out_of_fold_and_the_rest_by_the_m
     assert set(rest["split"]) <= {"test", "external"} and len(rest) > 0
     np.testing.assert_allclose(rest["y_prob"], 0.2)
     assert len(result) == len(splits)
+
+
+def test_the_fold_ensemble_does_not_import_torch():
+    """Its rule only combines CSV files: a torch import would cost it seconds for nothing."""
+    code = "import sys, medflow.train.folds; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import medflow
+from medflow.cohort.demo import generate_demo_cohort, get_template, list_templates
+from medflow.cohort.importers import get_importer, list_importers, run_importer
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from medflow.cohort.demo import generate_demo_cohort
-
     manifest = generate_demo_cohort(
         args.template, args.out, patients=args.patients, image_size=args.image_size, seed=args.seed
     )
@@ -22,9 +22,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from medflow.cohort.importers import run_importer
-
-    manifest = run_importer(args.layout, args.source, args.out, workers=args.workers)
+    options = {o.name: getattr(args, o.name) for o in get_importer(args.layout).options}
+    manifest = run_importer(args.layout, args.source, args.out, **options)
     print(manifest)
     return 0
 
@@ -56,25 +55,83 @@ def _cmd_check_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medflow", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"medflow {medflow.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _registered(kind: str) -> list[tuple[str, str]]:
+    """(name, one line) of every entry of one registry: the names a config may use."""
+    if kind == "heads":
+        from medflow.heads.registry import get_head_type, list_head_types
 
-    demo = sub.add_parser("demo", help="write a synthetic demo cohort in the real file formats")
-    demo.add_argument("template", choices=["clnm", "brainmets", "lnmc", "pe", "ehr"])
+        return [(n, get_head_type(n).description) for n in list_head_types(configurable=True)] + [
+            ("fusion_grid", "EHR study: expands into unimodal and early/joint/late fusion heads per modality set and task")]
+    if kind == "importers":
+        return [(n, get_importer(n).description) for n in list_importers()]
+    if kind == "templates":
+        return [(n, get_template(n).description) for n in list_templates()]
+    from medflow.evaluate.registry import list_metrics
+
+    return [(m.key, ", ".join(c.label for c in m.columns) or "(feeds the figures and page text)") for m in list_metrics()]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    entries = _registered(args.kind)
+    width = max(len(name) for name, _ in entries)
+    for name, what in entries:
+        print(f"{name:<{width}}  {what}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    templates = "\n".join(f"  {n:<10} {get_template(n).description}" for n in list_templates())
+    demo = sub.add_parser(
+        "demo",
+        help="write a synthetic demo cohort in the real file formats",
+        description="Write a synthetic demo cohort in the real file formats.",
+        epilog=f"templates:\n{templates}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("template", choices=list_templates())
     demo.add_argument("out", type=Path, help="cohort folder to write (replaced if it exists)")
     demo.add_argument("--patients", type=int, default=100)
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
-    imp = sub.add_parser("import", help="turn a public layout into a medflow cohort (manifest.csv)")
-    imp.add_argument("layout", choices=["luna-patches", "rsna-pe"])
-    imp.add_argument("source", type=Path, help="all_patches.hdf5, or the RSNA-PE folder holding train.csv")
-    imp.add_argument("out", type=Path, help="folder for manifest.csv and cohort.json")
-    imp.add_argument("--workers", type=int, default=4, help="threads for scanning folders")
-    imp.set_defaults(func=_cmd_import)
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    """One subcommand per registered importer, with that importer's own options."""
+    imp = sub.add_parser(
+        "import",
+        help="turn a public layout into a medflow cohort (manifest.csv)",
+        description="Turn a public layout into a medflow cohort (manifest.csv and cohort.json in OUT). "
+        "`medflow import LAYOUT --help` shows what SOURCE is and the layout's options.",
+    )
+    layouts = imp.add_subparsers(dest="layout", required=True, title="layouts")
+    for name in list_importers():
+        entry = get_importer(name)
+        layout = layouts.add_parser(name, help=entry.description, description=entry.description)
+        layout.add_argument("source", type=Path, help=entry.reads)
+        layout.add_argument("out", type=Path, help="folder for manifest.csv and cohort.json")
+        for option in entry.options:
+            layout.add_argument(
+                option.flag,
+                dest=option.name,
+                type=option.type,
+                default=option.default,
+                help=f"{option.help} (default: %(default)s)",
+            )
+        layout.set_defaults(func=_cmd_import)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"medflow {medflow.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_demo(sub)
+    _add_import(sub)
+
+    lst = sub.add_parser("list", help="what a config may name: head types, importers, demo templates, report metrics")
+    lst.add_argument("kind", choices=("heads", "importers", "templates", "metrics"))
+    lst.set_defaults(func=_cmd_list)
 
     cfg = sub.add_parser("check-config", help="validate a config file and list its studies")
     cfg.add_argument("config", type=Path, nargs="?", default=Path("config/config.yaml"))

@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
-IMAGE_KINDS = ("image", "patches", "volume", "slices")
-TABLE_KINDS = ("table", "events", "notes")
+from medflow.heads.specs import expand_heads, grid_problems
+from medflow.study import IMAGE_KINDS
+
 SPLIT_NAMES = ("train", "val", "test", "external")
 VOLUME_MODELS = ("se_resnext50_3d",)
 
@@ -76,10 +77,40 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if errors or moved:
         lines = moved + sorted({_describe(e) for e in errors})
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
+    problems = _unregistered_names(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     problems = [msg for name, study in config["studies"].items() for msg in _study_problems(name, study)]
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config
+
+
+def _unregistered_names(config: Mapping[str, Any]) -> list[str]:
+    """Head types, cohort sources and demo templates are checked against their registries, the one
+    list of each (the schema only says they are strings)."""
+    from medflow.cohort.demo import list_templates
+    from medflow.cohort.importers import list_importers
+    from medflow.heads.registry import list_head_types
+
+    heads = [*list_head_types(configurable=True), "fusion_grid"]
+    sources = ["demo", "manifest", *list_importers()]
+    out: list[str] = []
+    for name, study in config["studies"].items():
+        cohort = study["cohort"]
+        if cohort["source"] not in sources:
+            out.append(f"studies.{name}.cohort.source = {cohort['source']!r} is not allowed; "
+                       f"allowed values: {', '.join(sources)}")
+        template = cohort.get("template", name) if cohort["source"] == "demo" else None
+        if template is not None and template not in list_templates():
+            key = "template" if "template" in cohort else "template (default: the study's name)"
+            out.append(f"studies.{name}.cohort.{key} = {template!r} is not a demo template; "
+                       f"allowed values: {', '.join(list_templates())}")
+        for head, spec in study.get("stage2", {}).items():
+            if spec["type"] not in heads:
+                out.append(f"studies.{name}.stage2.{head}.type = {spec['type']!r} is not allowed; "
+                           f"allowed values: {', '.join(heads)}")
+    return out
 
 
 def _moved_settings(config: dict[str, Any]) -> list[str]:
@@ -197,8 +228,6 @@ def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
         for task in spec.get("tasks", []):
             if task not in labels:
                 out.append(f"{where}.stage2.{head}.tasks: {task!r} is not one of the study's labels")
-    from medflow.heads.specs import expand_heads, grid_problems
-
     out += _window_problems(where, study)
     out += grid_problems(study, where)
     if out:
@@ -267,10 +296,6 @@ def ingest_spec(study: Mapping[str, Any], modality: str) -> dict[str, Any]:
     if study.get("window_hours") is not None:
         spec["window_hours"] = study["window_hours"]
     return spec
-
-
-def stratify_label(study: Mapping[str, Any]) -> str:
-    return study["split"].get("stratify") or study["labels"][0]
 
 
 def fingerprint(obj: Any) -> str:

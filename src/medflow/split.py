@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medflow.io.contracts import SPLIT_COLUMNS, write_contract_csv
+
 log = logging.getLogger(__name__)
 
-SPLIT_COLUMNS = ("sample_id", "patient_id", "center", "split", "fold")
 NO_FOLD = -1
 
 
@@ -131,7 +132,6 @@ def summarise(splits: pd.DataFrame, manifest: pd.DataFrame, label: str) -> pd.Da
 
 def write_splits(cohort: Any, split: Mapping[str, Any], labels: Sequence[str], out_path: str) -> pd.DataFrame:
     """Make the study's splits from its config ``split`` block and write them atomically to ``out_path``."""
-    from medflow.io.atomic import atomic_path
 
     label = split.get("stratify") or labels[0]
     splits = make_splits(
@@ -145,6 +145,5 @@ def write_splits(cohort: Any, split: Mapping[str, Any], labels: Sequence[str], o
     if cohort.grouping == "none":
         log.warning("cohort has no patient ids: every sample is its own group, so splits are not patient-grouped")
     log.info("splits:\n%s", summarise(splits, cohort.manifest, label).to_string(index=False))
-    with atomic_path(out_path) as tmp:
-        splits.to_csv(tmp, index=False)
+    write_contract_csv(splits, out_path, SPLIT_COLUMNS)
     return splits

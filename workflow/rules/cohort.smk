@@ -1,21 +1,21 @@
 rule demo_cohort:
     """Write a synthetic cohort in the real file formats, with a planted signal and its oracle AUCs."""
     output:
-        manifest=f"{RESOURCES}/demo/{{study}}/manifest.csv",
-        info=f"{RESOURCES}/demo/{{study}}/cohort.json",
-        oracle=f"{RESOURCES}/demo/{{study}}/oracle.json",
+        manifest=LAYOUT.manifest("{study}", "demo"),
+        info=LAYOUT.cohort_info("{study}", "demo"),
+        oracle=LAYOUT.oracle("{study}"),
     params:
-        template=lambda wc: STUDIES[wc.study]["cohort"].get("template", wc.study),
-        patients=lambda wc: STUDIES[wc.study]["cohort"]["patients"],
-        image_size=lambda wc: STUDIES[wc.study]["cohort"]["image_size"],
-        seed=lambda wc: STUDIES[wc.study]["cohort"]["seed"],
+        template=lambda wc: PLAN.studies[wc.study]["cohort"].get("template", wc.study),
+        patients=lambda wc: PLAN.studies[wc.study]["cohort"]["patients"],
+        image_size=lambda wc: PLAN.studies[wc.study]["cohort"]["image_size"],
+        seed=lambda wc: PLAN.studies[wc.study]["cohort"]["seed"],
         stage=STAGE_VERSIONS["demo"],
     threads: 1
     resources:
         mem_mb=memory_mb(2000),
         runtime=30,
     log:
-        "logs/{study}/demo_cohort.log",
+        LAYOUT.log("{study}", "demo_cohort"),
     conda:
         ENV
     script:
@@ -25,20 +25,20 @@ rule demo_cohort:
 rule import_cohort:
     """Turn a public layout (LUNA16 patch file, RSNA-PE folders) into a medflow manifest."""
     input:
-        import_source,
+        PLAN.import_source,
     output:
-        manifest=f"{RESOURCES}/imported/{{study}}/manifest.csv",
-        info=f"{RESOURCES}/imported/{{study}}/cohort.json",
+        manifest=LAYOUT.manifest("{study}", "imported"),
+        info=LAYOUT.cohort_info("{study}", "imported"),
     params:
-        source=lambda wc: STUDIES[wc.study]["cohort"]["source"],
-        path=lambda wc: STUDIES[wc.study]["cohort"]["path"],
+        source=lambda wc: PLAN.studies[wc.study]["cohort"]["source"],
+        path=lambda wc: PLAN.studies[wc.study]["cohort"]["path"],
         stage=STAGE_VERSIONS["import"],
     threads: 4
     resources:
         mem_mb=memory_mb(4000),
         runtime=120,
     log:
-        "logs/{study}/import_cohort.log",
+        LAYOUT.log("{study}", "import_cohort"),
     conda:
         ENV
     script:
@@ -48,12 +48,12 @@ rule import_cohort:
 rule validate_manifest:
     """Check the manifest against the study's config; every later stage reads this checked copy."""
     input:
-        manifest=source_manifest,
+        manifest=PLAN.source_manifest,
     output:
-        manifest=f"{RESULTS}/{{study}}/manifest.csv",
-        info=f"{RESULTS}/{{study}}/cohort.json",
+        manifest=LAYOUT.manifest("{study}"),
+        info=LAYOUT.cohort_info("{study}"),
     params:
-        study=lambda wc: manifest_view(STUDIES[wc.study]),
+        study=lambda wc: manifest_view(PLAN.studies[wc.study]),
         on_bad_input=CHECKED["on_bad_input"],
         stage=STAGE_VERSIONS["manifest"],
     threads: 1
@@ -61,7 +61,7 @@ rule validate_manifest:
         mem_mb=memory_mb(2000),
         runtime=30,
     log:
-        "logs/{study}/validate_manifest.log",
+        LAYOUT.log("{study}", "validate_manifest"),
     conda:
         ENV
     script:

@@ -10,20 +10,20 @@ INGEST_PARAMS = dict(
 rule ingest_images:
     """Decode one image modality (DICOM series, volumes, 2D images, patches) into HDF5."""
     input:
-        manifest=f"{RESULTS}/{{study}}/manifest.csv",
-        info=f"{RESULTS}/{{study}}/cohort.json",
+        manifest=LAYOUT.manifest("{study}"),
+        info=LAYOUT.cohort_info("{study}"),
     output:
-        data=f"{RESULTS}/{{study}}/ingest/{{image_modality}}.h5",
-        problems=f"{RESULTS}/{{study}}/ingest/{{image_modality}}.problems.csv",
+        data=LAYOUT.ingest("{study}", "{image_modality}", "image"),
+        problems=LAYOUT.problems("{study}", "{image_modality}"),
     params:
-        spec=modality_spec,
+        spec=PLAN.modality_spec,
         **INGEST_PARAMS,
     threads: 8
     resources:
         mem_mb=memory_mb(8000),
         runtime=360,
     log:
-        "logs/{study}/ingest_{image_modality}.log",
+        LAYOUT.log("{study}", "ingest_{image_modality}"),
     conda:
         ENV
     script:
@@ -33,20 +33,20 @@ rule ingest_images:
 rule ingest_tables:
     """Type-check one table modality (clinical table, EHR events, notes) into parquet."""
     input:
-        manifest=f"{RESULTS}/{{study}}/manifest.csv",
-        info=f"{RESULTS}/{{study}}/cohort.json",
+        manifest=LAYOUT.manifest("{study}"),
+        info=LAYOUT.cohort_info("{study}"),
     output:
-        data=f"{RESULTS}/{{study}}/ingest/{{table_modality}}.parquet",
-        problems=f"{RESULTS}/{{study}}/ingest/{{table_modality}}.problems.csv",
+        data=LAYOUT.ingest("{study}", "{table_modality}", "table"),
+        problems=LAYOUT.problems("{study}", "{table_modality}"),
     params:
-        spec=modality_spec,
+        spec=PLAN.modality_spec,
         **INGEST_PARAMS,
     threads: 1
     resources:
         mem_mb=memory_mb(4000),
         runtime=60,
     log:
-        "logs/{study}/ingest_{table_modality}.log",
+        LAYOUT.log("{study}", "ingest_{table_modality}"),
     conda:
         ENV
     script:

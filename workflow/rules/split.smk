@@ -1,20 +1,20 @@
 rule split:
     """Patient-grouped, stratified train/val/test (+ external centres, + folds) for one study."""
     input:
-        manifest=f"{RESULTS}/{{study}}/manifest.csv",
-        info=f"{RESULTS}/{{study}}/cohort.json",
+        manifest=LAYOUT.manifest("{study}"),
+        info=LAYOUT.cohort_info("{study}"),
     output:
-        splits=f"{RESULTS}/{{study}}/splits.csv",
+        splits=LAYOUT.splits("{study}"),
     params:
-        split=lambda wc: STUDIES[wc.study]["split"],
-        labels=lambda wc: STUDIES[wc.study]["labels"],
+        split=lambda wc: PLAN.studies[wc.study]["split"],
+        labels=lambda wc: PLAN.studies[wc.study]["labels"],
         stage=STAGE_VERSIONS["split"],
     threads: 1
     resources:
         mem_mb=memory_mb(1000),
         runtime=10,
     log:
-        "logs/{study}/split.log",
+        LAYOUT.log("{study}", "split"),
     conda:
         ENV
     script:

@@ -1,34 +1,27 @@
-STAGE1_INPUT = dict(
-    data=stage1_ingest,
-    splits=f"{RESULTS}/{{study}}/splits.csv",
-    manifest=f"{RESULTS}/{{study}}/manifest.csv",
-)
-
-
 rule pretrain_stage1:
     """Contrastive pre-training (SimCLR / SupCon) of a stage-1 encoder on the training split (studies
     without folds; see pretrain_fold)."""
     input:
-        **STAGE1_INPUT,
+        unpack(PLAN.stage1_inputs),
     output:
-        model=f"{RESULTS}/{{study}}/stage1/{{model}}/pretrain/model.pt",
-        history=f"{RESULTS}/{{study}}/stage1/{{model}}/pretrain/history.csv",
+        model=LAYOUT.stage1_model("{study}", "{model}", pretrain=True),
+        history=LAYOUT.stage1_history("{study}", "{model}", pretrain=True),
     params:
         job="pretrain",
-        spec=lambda wc: spec_for("pretrain", stage1_spec(wc)),
-        label=stage1_label,
+        spec=lambda wc: spec_for("pretrain", PLAN.stage1_spec(wc)),
+        label=PLAN.stage1_label,
         fold=None,
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
-        model=_escaped(SINGLE_MODELS),
+        model=names_regex(PLAN.stage1_models(folds=False)),
     threads: 2
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
-        gpu=stage1_gpus,
-        ranks=stage1_ranks,
+        gpu=PLAN.stage1_gpus,
+        ranks=PLAN.stage1_ranks,
     log:
-        "logs/{study}/pretrain_{model}.log",
+        LAYOUT.log("{study}", "pretrain_{model}"),
     conda:
         ENV
     script:
@@ -40,26 +33,26 @@ rule pretrain_fold:
     an encoder pre-trained on fold k (SupCon: on its labels) would leak into fold k's out-of-fold
     predictions and threshold."""
     input:
-        **STAGE1_INPUT,
+        unpack(PLAN.stage1_inputs),
     output:
-        model=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/pretrain/model.pt",
-        history=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/pretrain/history.csv",
+        model=LAYOUT.stage1_model("{study}", "{model}", "{fold}", pretrain=True),
+        history=LAYOUT.stage1_history("{study}", "{model}", "{fold}", pretrain=True),
     params:
         job="pretrain",
-        spec=lambda wc: spec_for("pretrain", stage1_spec(wc)),
-        label=stage1_label,
+        spec=lambda wc: spec_for("pretrain", PLAN.stage1_spec(wc)),
+        label=PLAN.stage1_label,
         fold=lambda wc: int(wc.fold),
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
-        model=_escaped(FOLD_MODELS),
+        model=names_regex(PLAN.stage1_models(folds=True)),
     threads: 2
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
-        gpu=stage1_gpus,
-        ranks=stage1_ranks,
+        gpu=PLAN.stage1_gpus,
+        ranks=PLAN.stage1_ranks,
     log:
-        "logs/{study}/pretrain_{model}_fold{fold}.log",
+        LAYOUT.log("{study}", "pretrain_{model}_fold{fold}"),
     conda:
         ENV
     script:
@@ -70,28 +63,28 @@ rule train_stage1:
     """Train a stage-1 network (a classifier on the frozen encoder when it was pre-trained) and
     score every sample."""
     input:
-        **STAGE1_INPUT,
-        encoder=stage1_encoder,
+        unpack(PLAN.stage1_inputs),
+        encoder=PLAN.stage1_encoder,
     output:
-        model=f"{RESULTS}/{{study}}/stage1/{{model}}/model.pt",
-        history=f"{RESULTS}/{{study}}/stage1/{{model}}/history.csv",
-        predictions=f"{RESULTS}/{{study}}/stage1/{{model}}/predictions.csv",
+        model=LAYOUT.stage1_model("{study}", "{model}"),
+        history=LAYOUT.stage1_history("{study}", "{model}"),
+        predictions=LAYOUT.predictions("{study}", "stage1", "{model}"),
     params:
         job="train",
-        spec=lambda wc: spec_for("train", stage1_spec(wc)),
-        label=stage1_label,
+        spec=lambda wc: spec_for("train", PLAN.stage1_spec(wc)),
+        label=PLAN.stage1_label,
         fold=None,
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
-        model=_escaped(SINGLE_MODELS),
+        model=names_regex(PLAN.stage1_models(folds=False)),
     threads: 2
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
-        gpu=stage1_gpus,
-        ranks=stage1_ranks,
+        gpu=PLAN.stage1_gpus,
+        ranks=PLAN.stage1_ranks,
     log:
-        "logs/{study}/train_{model}.log",
+        LAYOUT.log("{study}", "train_{model}"),
     conda:
         ENV
     script:
@@ -101,26 +94,26 @@ rule train_stage1:
 rule train_fold:
     """Train fold k of a cross-validated stage-1 network (validation = fold k of the training split)."""
     input:
-        **STAGE1_INPUT,
-        encoder=stage1_encoder,
+        unpack(PLAN.stage1_inputs),
+        encoder=PLAN.stage1_encoder,
     output:
-        model=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/model.pt",
-        history=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/history.csv",
-        predictions=f"{RESULTS}/{{study}}/stage1/{{model}}/fold{{fold}}/predictions.csv",
+        model=LAYOUT.stage1_model("{study}", "{model}", "{fold}"),
+        history=LAYOUT.stage1_history("{study}", "{model}", "{fold}"),
+        predictions=LAYOUT.predictions("{study}", "stage1", "{model}", "{fold}"),
     params:
         job="train",
-        spec=lambda wc: spec_for("train", stage1_spec(wc)),
-        label=stage1_label,
+        spec=lambda wc: spec_for("train", PLAN.stage1_spec(wc)),
+        label=PLAN.stage1_label,
         fold=lambda wc: int(wc.fold),
         stage=STAGE_VERSIONS["stage1"],
     threads: 2
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
-        gpu=stage1_gpus,
-        ranks=stage1_ranks,
+        gpu=PLAN.stage1_gpus,
+        ranks=PLAN.stage1_ranks,
     log:
-        "logs/{study}/train_{model}_fold{fold}.log",
+        LAYOUT.log("{study}", "train_{model}_fold{fold}"),
     conda:
         ENV
     script:
@@ -130,45 +123,21 @@ rule train_fold:
 rule fold_ensemble:
     """Out-of-fold predictions for the training split, the mean of the fold models elsewhere."""
     input:
-        folds=fold_predictions,
-        splits=f"{RESULTS}/{{study}}/splits.csv",
+        folds=PLAN.fold_predictions,
+        splits=LAYOUT.splits("{study}"),
     output:
-        predictions=f"{RESULTS}/{{study}}/stage1/{{model}}/predictions.csv",
+        predictions=LAYOUT.predictions("{study}", "stage1", "{model}"),
     params:
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
-        model=_escaped(FOLD_MODELS),
+        model=names_regex(PLAN.stage1_models(folds=True)),
     threads: 1
     resources:
         mem_mb=memory_mb(1000),
         runtime=10,
     log:
-        "logs/{study}/fold_ensemble_{model}.log",
+        LAYOUT.log("{study}", "fold_ensemble_{model}"),
     conda:
         ENV
     script:
         "../scripts/fold_ensemble.py"
-
-
-rule features:
-    """The trained encoder's feature vectors of every ingested sample (per slice for slice stacks)."""
-    input:
-        **STAGE1_INPUT,
-        model=f"{RESULTS}/{{study}}/stage1/{{model}}/model.pt",
-    output:
-        features=f"{RESULTS}/{{study}}/features/{{model}}.h5",
-    params:
-        spec=lambda wc: spec_for("train", stage1_spec(wc)),
-        label=stage1_label,
-        stage=STAGE_VERSIONS["features"],
-    threads: 2
-    resources:
-        mem_mb=memory_mb(8000),
-        runtime=240,
-        gpu=stage1_inference_gpus,
-    log:
-        "logs/{study}/features_{model}.log",
-    conda:
-        ENV
-    script:
-        "../scripts/features.py"

@@ -1,11 +1,9 @@
-"""Snakemake adapter: combine the fold models' predictions (logic in medflow.train.stage1)."""
-
-import re
+"""Snakemake adapter: combine the fold models' predictions (logic in medflow.train.folds)."""
 
 from medflow.logs import rule_log
-from medflow.train.stage1 import fold_ensemble
+from medflow.train.folds import fold_ensemble
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0]):
-    folds = {int(re.search(r"/fold(\d+)/", path).group(1)): path for path in smk.input.folds}
-    fold_ensemble(folds, smk.input.splits, smk.output.predictions)
+    # the rule lists fold k's predictions k-th (medflow.workflow.plan.Plan.fold_predictions)
+    fold_ensemble(dict(enumerate(smk.input.folds)), smk.input.splits, smk.output.predictions)

@@ -1,6 +1,7 @@
 """Snakemake adapter: pre-train or train one stage-1 network (logic in medflow.train.stage1)."""
 
 from contextlib import nullcontext
+from pathlib import Path
 
 from medflow.logs import rule_log
 from medflow.train.devices import data_parallel_ranks, select_device, set_threads
@@ -15,7 +16,7 @@ with rule_log(smk.log[0]):
         ingest_path=smk.input.data,
         splits_path=smk.input.splits,
         manifest_path=smk.input.manifest,
-        out_dir=smk.output.model.rsplit("/", 1)[0],
+        out_dir=Path(smk.output.model).parent,
         fold=smk.params.fold,
         encoder=smk.input.get("encoder") or None,
     )

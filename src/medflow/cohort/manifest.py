@@ -21,6 +21,7 @@ from medflow.config import (
     time_column,
     time_columns,
 )
+from medflow.io.contracts import read_manifest_table
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ def read_validated(manifest_path: str | Path, info_path: str | Path | None = Non
     manifest_path = Path(manifest_path)
     info_path = Path(info_path) if info_path is not None else manifest_path.parent / "cohort.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    frame = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
+    frame = read_manifest_table(manifest_path)
     for label in info.get("labels", []):
         frame[label] = frame[label].astype("float64")
     return Cohort(manifest=frame, root=Path(info["root"]), info=info, warnings=list(info.get("warnings", [])))

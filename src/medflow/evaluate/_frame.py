@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medflow.io.contracts import PREDICTION_COLUMNS as COLUMNS
+from medflow.io.contracts import PREDICTION_ID_COLUMNS as ID_COLUMNS
+from medflow.io.contracts import ordered_splits as ordered_splits
 from medflow.io.contracts import read_contract_csv
-
-COLUMNS = ("sample_id", "patient_id", "split", "center", "task", "y_true", "y_prob")
-ID_COLUMNS = ("sample_id", "patient_id", "split", "center", "task")
-SPLIT_ORDER = ("test", "external", "val", "train")
 
 
 def load_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -45,12 +44,6 @@ def canonical(predictions: pd.DataFrame) -> pd.DataFrame:
             f"{int(dup.sum())} duplicate (sample_id, task) rows, e.g. {df.loc[dup, 'sample_id'].iloc[0]!r}"
         )
     return df.sort_values(["task", "split", "sample_id"], kind="stable").reset_index(drop=True)
-
-
-def ordered_splits(present: list[str]) -> list[str]:
-    """Report order: test and external first (the numbers that matter), then val, train, others."""
-    known = [s for s in SPLIT_ORDER if s in present]
-    return known + sorted(s for s in present if s not in SPLIT_ORDER)
 
 
 def jsonable(obj: Any) -> Any:

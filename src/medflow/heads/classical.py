@@ -35,33 +35,6 @@ from medflow.heads.tabular import design_encoder, design_frame
 
 log = logging.getLogger(__name__)
 
-CLASSICAL_TYPES = ("svm", "rf", "gbdt", "xgboost", "logreg")
-
-
-def _xgboost(seed: int, device: Any) -> Any:
-    from xgboost import XGBClassifier
-
-    where = "cuda" if getattr(device, "type", "cpu") == "cuda" else "cpu"
-    return XGBClassifier(tree_method="hist", device=where, random_state=seed, n_jobs=1, eval_metric="logloss",
-                         colsample_bytree=0.5)
-
-
-def estimator(kind: str, seed: int, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
-    """The estimator of ``kind`` and its default search grid (the published settings are in it)."""
-    if kind == "svm":  # published: linear kernel, C = 0.002; probabilities by Platt scaling on inner folds
-        return GroupedPlattSVC(random_state=seed), {"C": [0.002, 0.02, 0.2, 2.0]}
-    if kind == "rf":  # published: 375 trees, leaf 30, split 60, depth 7, entropy
-        return (RandomForestClassifier(n_estimators=375, criterion="entropy", random_state=seed, n_jobs=1),
-                {"max_depth": [7], "min_samples_leaf": [1, 5]})
-    if kind == "gbdt":  # published: 45 estimators
-        return (GradientBoostingClassifier(random_state=seed, subsample=0.8, max_features="sqrt"),
-                {"n_estimators": [45, 150], "max_depth": [2], "learning_rate": [0.1]})
-    if kind == "xgboost":
-        return _xgboost(seed, device), {"n_estimators": [100, 300], "max_depth": [2], "learning_rate": [0.05]}
-    if kind == "logreg":
-        return LogisticRegression(max_iter=5000), {"C": [0.001, 0.01, 0.1, 1.0]}
-    raise ValueError(f"unknown classical head type {kind!r}; known: {', '.join(CLASSICAL_TYPES)}")
-
 
 def group_folds(y: np.ndarray, groups: np.ndarray, wanted: int, seed: int) -> StratifiedGroupKFold | None:
     """Patient-grouped stratified folds, as many as the rarer class and the patients allow."""
@@ -104,7 +77,10 @@ class GroupedPlattSVC(ClassifierMixin, BaseEstimator):
 
 class ClassicalHead:
     """One tuned pipeline per task: design encoding → StandardScaler → [PCA] → estimator, every step
-    fitted inside the patient-grouped search."""
+    fitted inside the patient-grouped search. A subclass per type names the estimator."""
+
+    # the SVM calibrates on folds of the patients of the rows it is fitted on, so it needs their groups
+    fit_with_groups = False
 
     def __init__(self, spec: Mapping[str, Any], tasks: list[str]) -> None:
         self.kind = spec["type"]
@@ -115,8 +91,12 @@ class ClassicalHead:
         self.reduce = spec.get("reduce")  # PCA components (int) or None
         self.grid_override = dict(spec.get("grid") or {})
 
+    def estimator(self, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+        """The unfitted estimator and its default search grid (the published settings are in it)."""
+        raise NotImplementedError
+
     def _pipeline(self, encoder: ColumnTransformer, device: Any = None) -> tuple[Pipeline, dict[str, list[Any]]]:
-        model, grid = estimator(self.kind, self.seed, device)
+        model, grid = self.estimator(device)
         grid.update(self.grid_override)
         steps: list[tuple[str, Any]] = [("design", clone(encoder)), ("scale", StandardScaler())]
         if self.reduce:
@@ -146,8 +126,7 @@ class ClassicalHead:
             if len(np.unique(y)) < 2:
                 raise ValueError(f"task {task!r}: the training split holds a single class; nothing to learn")
             pipeline, grid = self._pipeline(encoder, device)
-            # only the SVM calibrates, on folds of the patients of the rows it is fitted on
-            fit_params = {"model__groups": groups} if self.kind == "svm" else {}
+            fit_params = {"model__groups": groups} if self.fit_with_groups else {}
             folds = group_folds(y, groups, self.cv_folds, self.seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -176,6 +155,50 @@ class ClassicalHead:
     def save(self, out_dir: Any) -> dict[str, Any]:
         joblib.dump({"inputs": self.inputs, "models": self.models_}, out_dir / "model.joblib")
         return {"model_file": "model.joblib", "search": self.search_}
+
+
+class SVMHead(ClassicalHead):
+    """Published: linear kernel, C = 0.002; probabilities by Platt scaling on patient-grouped inner folds."""
+
+    fit_with_groups = True
+
+    def estimator(self, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+        return GroupedPlattSVC(random_state=self.seed), {"C": [0.002, 0.02, 0.2, 2.0]}
+
+
+class RandomForestHead(ClassicalHead):
+    """Published: 375 trees, leaf 30, split 60, depth 7, entropy."""
+
+    def estimator(self, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+        return (RandomForestClassifier(n_estimators=375, criterion="entropy", random_state=self.seed, n_jobs=1),
+                {"max_depth": [7], "min_samples_leaf": [1, 5]})
+
+
+class GradientBoostingHead(ClassicalHead):
+    """Published: 45 estimators."""
+
+    def estimator(self, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+        return (GradientBoostingClassifier(random_state=self.seed, subsample=0.8, max_features="sqrt"),
+                {"n_estimators": [45, 150], "max_depth": [2], "learning_rate": [0.1]})
+
+
+class XGBoostHead(ClassicalHead):
+    """Histogram trees, on ``device`` when that is a GPU."""
+
+    def estimator(self, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+        from xgboost import XGBClassifier  # only this head pays for importing XGBoost
+
+        where = "cuda" if getattr(device, "type", "cpu") == "cuda" else "cpu"
+        model = XGBClassifier(tree_method="hist", device=where, random_state=self.seed, n_jobs=1,
+                              eval_metric="logloss", colsample_bytree=0.5)
+        return model, {"n_estimators": [100, 300], "max_depth": [2], "learning_rate": [0.05]}
+
+
+class LogisticRegressionHead(ClassicalHead):
+    """L2-regularised."""
+
+    def estimator(self, device: Any = None) -> tuple[Any, dict[str, list[Any]]]:
+        return LogisticRegression(max_iter=5000), {"C": [0.001, 0.01, 0.1, 1.0]}
 
 
 def _plain(value: Any) -> Any:

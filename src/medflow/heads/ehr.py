@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medflow.features import run_inference
 from medflow.heads.inputs import HeadData, Ragged
 from medflow.heads.neural import NeuralHead, masked_pool, pad_sequences, run_lstm
 from medflow.io.features import write_features
+from medflow.train.inference import run_inference
 
 
 class SequenceEncoder(nn.Module):

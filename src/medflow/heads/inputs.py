@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from medflow.io.contracts import read_contract_csv
+from medflow.io.contracts import read_contract_csv, read_manifest_table
 from medflow.io.features import read_features
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def read_slice_labels(path: str | Path) -> tuple[list[str], Ragged, str]:
 def sample_table(splits_path: str | Path, manifest_path: str | Path, tasks: Sequence[str]) -> pd.DataFrame:
     """ids, split and centre (splits.csv) with the task labels (manifest), in splits.csv order."""
     splits = read_contract_csv(splits_path)
-    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
+    manifest = read_manifest_table(manifest_path)
     missing = [t for t in tasks if t not in manifest.columns]
     if missing:
         raise ValueError(f"task(s) {', '.join(missing)} are not columns of {manifest_path}")

@@ -21,11 +21,11 @@ from torch.utils.data import Dataset
 
 from medflow.config import fingerprint
 from medflow.data.loader import make_loader
-from medflow.features import run_inference
 from medflow.heads.inputs import HeadData
 from medflow.stages import STAGE_VERSIONS
 from medflow.train.config import TrainConfig
 from medflow.train.engine import StepOutput, Trainer, auto_pos_weight
+from medflow.train.inference import run_inference
 
 log = logging.getLogger(__name__)
 

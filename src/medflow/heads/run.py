@@ -4,7 +4,6 @@ probabilities for every split → the decision threshold chosen on validation (Y
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -17,26 +16,11 @@ import pandas as pd
 
 from medflow.evaluate.threshold import validation_thresholds
 from medflow.heads.inputs import HeadData, load_head_data
+from medflow.heads.registry import build_head
 from medflow.io.atomic import atomic_path
+from medflow.io.contracts import PREDICTION_COLUMNS, write_contract_csv, write_predictions
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = ("sample_id", "patient_id", "split", "center", "task", "y_true", "y_prob")
-# type → "module:class", imported on use: a classical or late-fusion head never pays for torch
-HEAD_TYPES = {
-    "dsaf": "dsaf:DSAFHead", "lstm_image": "sequence:ImageLSTM", "lstm_study": "sequence:StudyLSTM",
-    "ehr_unimodal": "ehr:EHRHead", "ehr_joint": "ehr:EHRHead", "ehr_early": "ehr:EHRHead",
-    "ehr_late": "late:LateFusionHead",
-    **dict.fromkeys(("svm", "rf", "gbdt", "xgboost", "logreg"), "classical:ClassicalHead"),
-}  # fmt: skip
-
-
-def build_head(spec: Mapping[str, Any], tasks: list[str]) -> Any:
-    try:
-        module, name = HEAD_TYPES[spec["type"]].split(":")
-    except KeyError:
-        raise ValueError(f"unknown head type {spec['type']!r}; known: {', '.join(sorted(HEAD_TYPES))}") from None
-    return getattr(importlib.import_module(f"medflow.heads.{module}"), name)(spec, tasks)
 
 
 def long_predictions(data: HeadData, probs: np.ndarray, tasks: list[str]) -> pd.DataFrame:
@@ -90,10 +74,8 @@ def run_head(
     thresholds = validation_thresholds(frame)  # the val rows of every task, the derived ones included
     if hasattr(head, "write_extras"):
         head.write_extras(data, out_dir)
-    with atomic_path(out_dir / "excluded.csv") as tmp:
-        data.excluded.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+    write_contract_csv(data.excluded, out_dir / "excluded.csv")
+    write_predictions(frame, out_dir / "predictions.csv")
     info = {
         "head": name, "type": spec["type"], "inputs": list(spec["inputs"]), "tasks": sorted(set(frame["task"])),
         "thresholds": thresholds, "threshold_rule": "Youden J on the validation split",

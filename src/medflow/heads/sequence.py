@@ -24,7 +24,7 @@ from torch import nn
 
 from medflow.heads.inputs import HeadData, Ragged
 from medflow.heads.neural import NeuralHead, masked_pool, pad_sequences, run_lstm
-from medflow.io.atomic import atomic_path
+from medflow.io.contracts import write_contract_csv
 from medflow.train.engine import auto_pos_weight
 
 SLICE_LABELS = "slice_labels"
@@ -143,8 +143,7 @@ class ImageLSTM(SequenceHead):
             "task": data.meta.get("slice_task", "pe_present_on_image"), "y_true": np.where(y < 0, np.nan, y),
             "y_prob": self.slice_probabilities(data),
         })
-        with atomic_path(out_dir / "slice_predictions.csv") as tmp:
-            frame.to_csv(tmp, index=False)
+        write_contract_csv(frame, out_dir / "slice_predictions.csv")
 
 
 class _FlattenSlices(nn.Module):

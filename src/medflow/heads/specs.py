@@ -10,16 +10,16 @@ joint fusion the encoders' inputs themselves.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medflow.config import TABLE_KINDS, stratify_label
+from medflow.heads.registry import get_head_type, list_head_types
+from medflow.study import TABLE_KINDS, stratify_label
+
+if TYPE_CHECKING:
+    from medflow.workflow.layout import Layout
 
 # heads that can use a GPU (Snakemake `resources: gpu`); the others never import torch
-NEURAL_TYPES = ("dsaf", "lstm_image", "lstm_study", "ehr_unimodal", "ehr_early", "ehr_joint", "xgboost")
-RSNA_EXAM_LABELS = (
-    "negative_exam_for_pe", "indeterminate", "chronic_pe", "acute_and_chronic_pe", "central_pe",
-    "leftsided_pe", "rightsided_pe", "rv_lv_ratio_gte_1", "rv_lv_ratio_lt_1",
-)  # fmt: skip
+NEURAL_TYPES = tuple(list_head_types(uses_gpu=True))
 
 
 def expand_heads(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -30,11 +30,16 @@ def expand_heads(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             heads.update(_expand_grid(study, name, spec))
             continue
         spec = dict(spec)
-        if spec["type"] == "lstm_study" and not spec.get("tasks"):
-            spec["tasks"] = [t for t in RSNA_EXAM_LABELS if t in study["labels"]] or [stratify_label(study)]
-        spec.setdefault("tasks", [stratify_label(study)])
+        if not spec.get("tasks"):
+            defaults = [t for t in get_head_type(spec["type"]).default_tasks if t in study["labels"]]
+            spec["tasks"] = defaults or [stratify_label(study)]
         heads[name] = spec
     return heads
+
+
+def unimodal_head(letter: str, task: str) -> str:
+    """The name of a fusion grid's unimodal head of modality ``letter`` for ``task``."""
+    return f"{letter}_unimodal_{task}"
 
 
 def _expand_grid(study: Mapping[str, Any], name: str, grid: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -46,13 +51,13 @@ def _expand_grid(study: Mapping[str, Any], name: str, grid: Mapping[str, Any]) -
     used = sorted({c for s in sets for c in s}, key=lambda c: list(letters).index(c) if c in letters else 99)
     for task in tasks:
         for letter in used:
-            out[f"{letter}_unimodal_{task}"] = {
+            out[unimodal_head(letter, task)] = {
                 **common, "type": "ehr_unimodal", "inputs": [letters[letter]], "tasks": [task],
                 "modality_set": letter, "grid": name,
             }
         for modality_set in sets:
             for mode in grid.get("modes", ["early", "joint", "late"]):
-                unimodal = [f"{c}_unimodal_{task}" for c in modality_set]
+                unimodal = [unimodal_head(c, task) for c in modality_set]
                 inputs = [letters[c] for c in modality_set] if mode == "joint" else unimodal
                 out[f"{modality_set}_{mode}_{task}"] = {
                     **common, "type": f"ehr_{mode}", "inputs": inputs, "tasks": [task],
@@ -78,22 +83,25 @@ def grid_problems(study: Mapping[str, Any], where: str) -> list[str]:
     return out
 
 
-def input_files(study: Mapping[str, Any], head: Mapping[str, Any], study_dir: str) -> dict[str, dict[str, str]]:
+def input_files(
+    study: Mapping[str, Any], head: Mapping[str, Any], layout: Layout, study_name: str
+) -> dict[str, dict[str, str]]:
     """The files a head reads, by role: ``features`` (name → HDF5), ``tables`` (name → parquet),
     ``predictions`` (late fusion: head → predictions.csv), ``slices`` (slice labels: ingest HDF5)."""
     files: dict[str, dict[str, str]] = {"features": {}, "tables": {}, "predictions": {}, "slices": {}}
     kinds = {m: spec["kind"] for m, spec in study["modalities"].items()}
+    head_type = get_head_type(head["type"])
     for item in head["inputs"]:
-        if head["type"] == "ehr_late":
-            files["predictions"][item] = f"{study_dir}/stage2/{item}/predictions.csv"
-        elif head["type"] == "ehr_early":
-            files["features"][item] = f"{study_dir}/stage2/{item}/embeddings.h5"
+        if head_type.reads == "predictions":
+            files["predictions"][item] = layout.predictions(study_name, "stage2", item)
+        elif head_type.reads == "embeddings":
+            files["features"][item] = layout.embeddings(study_name, item)
         elif item in study["modalities"] and kinds[item] in TABLE_KINDS:
-            files["tables"][item] = f"{study_dir}/ingest/{item}.parquet"
+            files["tables"][item] = layout.ingest(study_name, item, kinds[item])
         else:
-            files["features"][item] = f"{study_dir}/features/{item}.h5"
-    if head["type"] == "lstm_image":
+            files["features"][item] = layout.features(study_name, item)
+    if head_type.slices:
         modalities = {study["stage1"][i]["modality"] for i in head["inputs"] if i in study.get("stage1", {})}
         for modality in sorted(modalities):
-            files["slices"][modality] = f"{study_dir}/ingest/{modality}.h5"
+            files["slices"][modality] = layout.ingest(study_name, modality, kinds[modality])
     return files

@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from medflow.heads.inputs import Block, HeadData, Ragged
+from medflow.heads.registry import list_head_types
 
 
 def _categorical(series: pd.Series) -> bool:
@@ -70,7 +71,7 @@ def _columns(name: str, block: Block) -> list[str]:
     if isinstance(block, Ragged):
         raise ValueError(
             f"input {name!r} is a sequence (per slice/per note); classical heads need one vector per "
-            "sample: use a sequence head (lstm_image, lstm_study) for it"
+            f"sample: use a sequence head ({', '.join(list_head_types(sequences=True))}) for it"
         )
     if isinstance(block, pd.DataFrame):
         return [f"{name}.{column}" for column in block.columns]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medflow.ingest.h5out import ChunkEncoder, spool_write
-from medflow.io import dicom, images
+from medflow.io import dicom_read, dicom_series, images
 from medflow.problems import InputProblem, Problem
 
 IMAGE_KINDS = ("image", "patches", "volume", "slices")
@@ -100,7 +100,7 @@ def _problem(task: Task, sample_id: str, reason: str, source: str | None = None,
 def _series_positions(folder: Path) -> dict[str, str]:
     """Each file name of a series folder → its position there, which is how a reason names a slice."""
     try:
-        names = [f.name for f in dicom.series_files(folder)]
+        names = [f.name for f in dicom_series.series_files(folder)]
     except InputProblem:
         return {}
     return {name: f"file {i} of {len(names)} of the series folder (in name order)" for i, name in enumerate(names, 1)}
@@ -158,8 +158,8 @@ def hu_slice(size: tuple[int, int]):
     """
 
     def transform(stored: np.ndarray, ds) -> np.ndarray:
-        if dicom.has_linear_rescale(ds) and ds.get("PhotometricInterpretation") != "MONOCHROME1":
-            slope, intercept = dicom.rescale(ds)
+        if dicom_read.has_linear_rescale(ds) and ds.get("PhotometricInterpretation") != "MONOCHROME1":
+            slope, intercept = dicom_read.rescale(ds)
             if slope == 1.0 and intercept == int(intercept) and stored.dtype in _CV_INT:
                 small = images.resize2d_int(stored, size).astype(np.int32)
                 small += int(intercept)
@@ -170,7 +170,7 @@ def hu_slice(size: tuple[int, int]):
                 small *= np.float32(slope)
             small += np.float32(intercept)
         else:
-            small = images.resize2d(dicom.modality_values(stored, ds), size)
+            small = images.resize2d(dicom_read.modality_values(stored, ds), size)
         np.rint(small, out=small)
         np.clip(small, -32768, 32767, out=small)
         return small.astype(np.int16)
@@ -186,7 +186,7 @@ def _slices(task: Task, enc: ChunkEncoder) -> SampleResult:
     folder = Path(task.path)
     if folder.is_file():
         raise InputProblem(f"{folder.name} is a file; kind 'slices' expects a DICOM series folder", folder)
-    series = dicom.read_series(folder, hu_slice(size))
+    series = dicom_series.read_series(folder, hu_slice(size))
     chunks = [enc.encode(s.pixels[None]) for s in series.slices]
     before = series.slices[0].shape
     spacing = (series.spacing[0], *images.scaled_spacing(series.spacing[1:], before, size))

@@ -1,6 +1,6 @@
-"""The features file (DESIGN.md §2): ``sample_id``, ``features`` float32 N×D (S×D for sequences,
-with ``offsets`` N+1), written atomically. No torch here: heads that do not train networks read
-these files without paying for a torch import."""
+"""The features file (docs/contracts.md, "features"): ``sample_id``, ``features`` float32 N×D (S×D
+for sequences, with ``offsets`` N+1), written atomically. No torch here: heads that do not train
+networks read these files without paying for a torch import."""
 
 from __future__ import annotations
 

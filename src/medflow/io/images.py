@@ -16,16 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medflow.io import dicom
+from medflow.io import dicom_read, dicom_series
 from medflow.problems import InputProblem
 
 CONTAINER_SEP = "#"
-DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima", ""}
-PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 NUMPY_SUFFIXES = {".npy", ".npz"}
-# Keys tried, in order, in an .npz holding several arrays.
 # Rows of a container read at once (a window of the sorted references).
 _WINDOW_ROWS = 1024
+# Keys tried, in order, in an .npz holding several arrays.
 NPZ_KEYS = ("image", "volume", "data", "arr_0")
 MASK_NPZ_KEYS = ("mask", "label", "seg", "arr_0")
 
@@ -34,7 +32,6 @@ MASK_NPZ_KEYS = ("mask", "label", "seg", "arr_0")
 class Image2D:
     pixels: np.ndarray  # float32 H×W, or 3×H×W when channels=3
     spacing: tuple[float, float] | None  # (row, column) mm after resize; None when unknown
-    units: str
 
 
 @dataclass
@@ -115,8 +112,8 @@ def scaled_spacing(spacing: Sequence[float] | None, before: Sequence[int], after
 # ------------------------------------------------------------------------------------------ 2D images
 
 
-def looks_like_dicom(path: Path) -> bool:
-    return dicom.is_dicom_file(path) or path.suffix.lower() in (".dcm", ".dicom", ".dic", ".ima")
+def _looks_like_dicom(path: Path) -> bool:
+    return dicom_read.is_dicom_file(path) or path.suffix.lower() in (".dcm", ".dicom", ".dic", ".ima")
 
 
 def _pil_pixels(path: Path) -> np.ndarray:
@@ -171,8 +168,8 @@ def load_image_2d(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None, str
         )
     spacing: tuple[float, ...] | None = None
     units = "raw"
-    if looks_like_dicom(path):
-        img = dicom.read_image(path, multiframe="reject")
+    if _looks_like_dicom(path):
+        img = dicom_read.read_image(path, multiframe="reject")
         arr, spacing, units = img.pixels, img.spacing, img.units
     elif path.suffix.lower() in NUMPY_SUFFIXES:
         arr = _load_numpy(path, NPZ_KEYS).astype(np.float32)
@@ -193,20 +190,11 @@ def load_image_2d(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None, str
 
 def finish_2d(arr: np.ndarray, spacing: tuple[float, ...] | None, size: Sequence[int] | None, channels: int) -> Image2D:
     """Resize (area/bilinear) and convert to ``channels`` (1: luminance, 3: RGB first)."""
-    units = "raw"
     if size is not None:
         before = arr.shape[:2]
         arr = resize2d(arr, size)
         spacing = scaled_spacing(spacing, before, size)
-    return Image2D(pixels=_to_channels(arr, channels), spacing=spacing, units=units)
-
-
-def read_image_2d(path: Path, size: Sequence[int] | None = None, channels: int = 1) -> Image2D:
-    """A 2D image file → float32 (H×W, or 3×H×W for ``channels=3``) resized to ``size``."""
-    arr, spacing, units = load_image_2d(path)
-    img = finish_2d(arr, spacing, size, channels)
-    img.units = units
-    return img
+    return Image2D(pixels=_to_channels(arr, channels), spacing=spacing)
 
 
 # -------------------------------------------------------------------------------------------- volumes
@@ -239,13 +227,13 @@ def _load_numpy(path: Path, keys: Sequence[str]) -> np.ndarray:
 def _dicom_volume(path: Path) -> Volume:
     """A series folder, a folder holding one multi-frame file, or one (multi-frame) DICOM file."""
     if path.is_dir():
-        files = dicom.series_files(path)
+        files = dicom_series.series_files(path)
         if len(files) == 1:
             return _dicom_volume(files[0])
-        series = dicom.read_series(path, lambda stored, ds: dicom.modality_values(stored, ds))
+        series = dicom_series.read_series(path, lambda stored, ds: dicom_read.modality_values(stored, ds))
         vol = np.stack([s.pixels for s in series.slices]).astype(np.float32)
         return Volume(pixels=vol, spacing=series.spacing, units=series.units)
-    img = dicom.read_image(path, multiframe="accept")
+    img = dicom_read.read_image(path, multiframe="accept")
     arr = img.pixels
     if img.colour:
         arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -270,7 +258,7 @@ def read_volume(path: Path) -> Volume:
         if not np.all(np.isfinite(vol)):
             raise InputProblem(f"{path.name} contains NaN or infinite values", path)
         return Volume(pixels=vol, spacing=None, units="raw")
-    if path.is_dir() or looks_like_dicom(path):
+    if path.is_dir() or _looks_like_dicom(path):
         return _dicom_volume(path)
     raise InputProblem(
         f"{path.name}: a volume must be a DICOM series folder, a DICOM file or a .npy/.npz array", path
@@ -296,21 +284,6 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- container references
-
-
-def parse_ref(value: str, root: Path) -> tuple[Path, int]:
-    """``'all_patches.hdf5#17'`` → (root/all_patches.hdf5, 17)."""
-    file_part, sep, row = str(value).rpartition(CONTAINER_SEP)
-    if not sep:
-        raise InputProblem(f"{value!r} is not a container reference (expected 'file.hdf5#row')", value)
-    try:
-        index = int(row)
-    except ValueError as exc:
-        raise InputProblem(f"{value!r}: the row after '#' must be an integer, found {row!r}", value) from exc
-    if index < 0:
-        raise InputProblem(f"{value!r}: the row after '#' must not be negative", value)
-    path = Path(file_part)
-    return (path if path.is_absolute() else root / path), index
 
 
 def read_container_rows(path: Path, rows: Sequence[int], dataset: str = "ct_slices") -> tuple[dict[int, np.ndarray], dict[int, str]]:

@@ -14,7 +14,13 @@ import pandas as pd
 from medflow.evaluate.compare import compare_heads
 from medflow.io.contracts import read_contract_csv
 from medflow.report.context import cohort_flow, provenance
-from medflow.report.render import page_link, render_head_report, render_study_report
+from medflow.report.render import (
+    overview_cell,
+    overview_columns,
+    page_link,
+    render_head_report,
+    render_study_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +111,13 @@ def build_head_report(
     )
 
 
-def _lookup(splits: Mapping[str, Any], split: str, *keys: str) -> Any:
-    value: Any = splits.get(split) or {}
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
 def summary_rows(name: str, kind: str, metrics: Mapping[str, Any], link: str) -> list[dict[str, Any]]:
+    """One study-page row per task of a model: the cells of :func:`overview_columns`."""
     rows = []
     for task, task_metrics in metrics.get("tasks", {}).items():
         splits = task_metrics.get("splits", {})
-        rows.append({
-            "name": name, "kind": kind, "task": task, "link": link,
-            "test_auc": _lookup(splits, "test", "auroc", "value"),
-            "test_ci": _lookup(splits, "test", "auroc", "delong_ci"),
-            "external_auc": _lookup(splits, "external", "auroc", "value"),
-            "external_ci": _lookup(splits, "external", "auroc", "delong_ci"),
-            "val_auc": _lookup(splits, "val", "auroc", "value"),
-            "test_sensitivity": _lookup(splits, "test", "sensitivity", "value"),
-            "test_specificity": _lookup(splits, "test", "specificity", "value"),
-            "test_brier": _lookup(splits, "test", "brier"),
-        })
+        rows.append({"name": name, "kind": kind, "task": task, "link": link,
+                     "cells": [overview_cell(column, splits.get(split) or {}) for split, column in overview_columns()]})
     return rows
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 import medflow
-from medflow.io.contracts import read_contract_csv
+from medflow.io.contracts import read_contract_csv, read_manifest_table
 from medflow.io.hashing import sha256_file
 from medflow.privacy import for_report
 
@@ -35,7 +35,7 @@ def cohort_flow(
 ) -> dict[str, Any]:
     """Samples and patients per split and centre with prevalence, and every sample left out (ingest
     problems per modality, samples a head lacked an input for) with the reason."""
-    manifest_frame = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""])
+    manifest_frame = read_manifest_table(manifest)
     split_frame = read_contract_csv(splits)
     table = split_frame.merge(manifest_frame[["sample_id", label]], on="sample_id", how="left")
     table["y"] = pd.to_numeric(table[label], errors="coerce")
@@ -54,7 +54,7 @@ def cohort_flow(
                 left_out.append({"stage": f"ingest ({modality})", "sample_id": record.get("sample_id", ""),
                                  "reason": for_report(record.get("reason", ""))})
     if excluded is not None and Path(excluded).is_file():
-        for record in pd.read_csv(excluded, dtype=str, keep_default_na=False).to_dict("records"):
+        for record in read_contract_csv(excluded).to_dict("records"):
             left_out.append({"stage": "this head's inputs", "sample_id": record["sample_id"],
                              "reason": for_report(record["reason"])})
     info = json.loads(Path(cohort_info).read_text()) if cohort_info and Path(cohort_info).is_file() else {}

@@ -16,10 +16,11 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from medflow.evaluate.registry import Column, list_metrics
+from medflow.heads.registry import get_head_type
 from medflow.io.atomic import atomic_path
+from medflow.io.contracts import SPLIT_ORDER, ordered_splits
 from medflow.report import figures
-
-SPLIT_ORDER = ("test", "external", "val", "train")
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -48,6 +49,9 @@ def _seconds(value: Any) -> str:
     return "—" if value is None else f"{value:.0f} s"
 
 
+FORMATS = {"num": _num, "pct": _pct}
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.files("medflow.report").joinpath("templates"))),
@@ -72,27 +76,43 @@ def page_link(file_name: str) -> str:
     return "./" + quote(file_name, safe="")
 
 
-def ordered_splits(present: Sequence[str]) -> list[str]:
-    return [s for s in SPLIT_ORDER if s in present] + sorted(set(present) - set(SPLIT_ORDER))
+def table_columns() -> list[Column]:
+    """The columns of a model page's performance table: every report metric's, in registry order."""
+    return [column for metric in list_metrics() for column in metric.columns]
+
+
+def overview_columns() -> list[tuple[str, Column]]:
+    """The study page's (split, column) pairs: metric by metric, split by split (test AUROC and its
+    interval, external AUROC and its interval, ...)."""
+    return [(split, column) for metric in list_metrics() for split in SPLIT_ORDER for column in metric.columns
+            if split in column.overview]
+
+
+def cell(column: Column, split_metrics: Mapping[str, Any]) -> str:
+    """The text of ``column`` for one split: its number, then its interval."""
+    value, ci = column.read(split_metrics)
+    parts = [FORMATS[column.fmt](value)] if column.value else []
+    if column.ci:
+        parts.append(_ci(ci))
+    return " ".join(parts)
+
+
+def overview_cell(column: Column, split_metrics: Mapping[str, Any]) -> str:
+    """The study page is terse: a column's number, or its interval when it has no number."""
+    value, ci = column.read(split_metrics)
+    return FORMATS[column.fmt](value) if column.value else _ci(ci)
 
 
 def metric_rows(task_metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One table row per split from a task's metrics (see :mod:`medflow.evaluate.metrics`)."""
     rows = []
     splits = task_metrics.get("splits", {})
+    columns = table_columns()
     for split in ordered_splits(list(splits)):
         m = splits[split]
-        auroc, auprc = m.get("auroc") or {}, m.get("auprc") or {}
-        calibration = m.get("calibration") or {}
-        row = {"split": split, "n": m.get("n"), "n_patients": m.get("n_patients"), "prevalence": m.get("prevalence"),
-               "auroc": auroc.get("value"), "auroc_delong": auroc.get("delong_ci"), "auroc_boot": auroc.get("bootstrap_ci"),
-               "auprc": auprc.get("value"), "auprc_ci": auprc.get("bootstrap_ci"), "brier": m.get("brier"),
-               "cal_intercept": calibration.get("intercept"), "cal_slope": calibration.get("slope"),
-               "note": auroc.get("reason") or m.get("reason")}
-        for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
-            value = m.get(key) or {}
-            row[key], row[f"{key}_ci"] = value.get("value"), value.get("ci")
-        rows.append(row)
+        rows.append({"split": split, "n": m.get("n"), "n_patients": m.get("n_patients"),
+                     "prevalence": m.get("prevalence"), "cells": [cell(c, m) for c in columns],
+                     "note": (m.get("auroc") or {}).get("reason") or m.get("reason")})
     return rows
 
 
@@ -210,26 +230,13 @@ def render_head_report(
         modalities=study["modalities"], inputs=list(spec.get("inputs") or [spec.get("modality", "")]),
         split_text=split_text(study, flow.get("grouping", "patient")), model_text=_model_text(kind, spec),
         training=training, figures=figs, spec_json=json.dumps(dict(spec), indent=2, default=str),
-        tasks=tasks, centres=centres, comparisons=list(comparisons), provenance=provenance, n_boot=n_boot,
+        tasks=tasks, columns=table_columns(), centres=centres, comparisons=list(comparisons),
+        provenance=provenance, n_boot=n_boot,
         threshold_rule=(head_info or {}).get("threshold_rule") or metrics.get("threshold_rule", "Youden J"),
     )
     with atomic_path(out_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     return Path(out_path)
-
-
-MODEL_TEXT = {
-    "dsaf": "DSAF attention fusion of the image feature vectors (and the clinical variables for DSAF-3).",
-    "svm": "Support-vector machine (linear kernel, Platt-scaled probabilities) on the concatenated inputs.",
-    "rf": "Random forest on the concatenated inputs.", "gbdt": "Gradient-boosted decision trees on the concatenated inputs.",
-    "xgboost": "XGBoost on the concatenated inputs.", "logreg": "L2-regularised logistic regression on the concatenated inputs.",
-    "lstm_image": "LSTM over the per-slice features in stack order, one output per slice.",
-    "lstm_study": "LSTM over the per-slice features, pooled to one study vector, one output per exam label.",
-    "ehr_unimodal": "One modality's encoder and a linear classifier.",
-    "ehr_early": "Early fusion: the unimodal models' frozen embeddings, concatenated, then an MLP.",
-    "ehr_joint": "Joint fusion: the modality encoders trained end to end on the concatenation.",
-    "ehr_late": "Late fusion: the mean of the unimodal models' probabilities.",
-}
 
 
 def _model_text(kind: str, spec: Mapping[str, Any]) -> str:
@@ -239,14 +246,12 @@ def _model_text(kind: str, spec: Mapping[str, Any]) -> str:
             text += (f", encoder pre-trained with {spec['pretrain']} (contrastive) and frozen (BatchNorm included) "
                      "under a linear classifier")
         return text + "."
-    text = MODEL_TEXT.get(spec.get("type", ""), str(spec.get("type")))
-    if spec.get("type") == "dsaf":
-        if spec.get("variant") == "tokens":
-            text += (" Variant tokens (medflow): each modality is a token and attention runs across the modality "
-                     "tokens with learned gates.")
-        else:
-            text += (" Variant published: the published wiring; its self-attention runs over a single token, which "
-                     "makes each attention block equal to its value projection. The modality weights are trained.")
+    head_type = get_head_type(spec["type"])
+    text = head_type.description
+    for setting, sentences in head_type.report_notes.items():
+        sentence = sentences.get(str(spec.get(setting, next(iter(sentences)))))
+        if sentence:
+            text += " " + sentence
     return text
 
 
@@ -257,6 +262,7 @@ def render_study_report(
     """All models of a study side by side: AUROC with CIs per task and split, with links to each report."""
     page = environment().get_template("study.html.j2").render(
         css=css(), study=study_name, description=study.get("description", ""), summaries=list(summaries),
+        columns=overview_columns(),
         flow=flow, provenance=provenance, split_text=split_text(study, flow.get("grouping", "patient")),
     )
     with atomic_path(out_path) as tmp:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medflow.heads.registry import get_head_type
+from medflow.heads.specs import unimodal_head
+
 
 def model_kinds(study: Mapping[str, Any], heads: Mapping[str, Any]) -> dict[str, str]:
     """name → ``stage1`` or ``stage2`` for every model with a predictions.csv."""
@@ -27,7 +30,7 @@ def reference_models(study: Mapping[str, Any], heads: Mapping[str, Any], name: s
     if spec.get("compare_to"):
         return [r for r in spec["compare_to"] if r != name]
     refs = [i for i in spec.get("inputs", []) if i in study.get("stage1", {})]
-    if spec["type"] in ("ehr_joint", "ehr_early", "ehr_late"):
+    if get_head_type(spec["type"]).reference == "unimodal":
         task = spec["tasks"][0]
-        refs = [f"{letter}_unimodal_{task}" for letter in spec["modality_set"]]
+        refs = [unimodal_head(letter, task) for letter in spec["modality_set"]]
     return [r for r in refs if r != name and (r in heads or r in study.get("stage1", {}))]

@@ -1,10 +1,10 @@
 """Data-parallel training with torch's own DistributedDataParallel, on one machine.
 
 :func:`launch` runs a function on ``world_size`` ranks started by torchrun (one per leased GPU, or
-several on the CPU with gloo), each with its process group set up; the helpers below are no-ops
-without a group, so the same training code runs unchanged in a single process.
+several on the CPU with gloo), each with its process group set up; with one rank it runs in this
+process, without a group.
 
-The ranks use the job's GPUs, which the job's lease (:mod:`medflow.train.devices`) holds only as long
+The ranks use the job's GPUs, which the job's lease (:mod:`medflow.train.gpu_locks`) holds only as long
 as the job process lives, so no rank may outlive the job. torchrun runs in a session of its own; a
 SIGTERM (Snakemake, SLURM) or SIGINT to the job stops torchrun and waits for it and its ranks before
 the job, and with it the lease, ends. A job killed outright (SIGKILL) can clean nothing up: there the
@@ -32,8 +32,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from medflow.train.devices import available_cores
 
@@ -280,53 +278,3 @@ def run_rank(job_dir: Path) -> None:
             f"rank {rank} of {world_size} failed:\n{traceback.format_exc()}", encoding="utf-8"
         )
         raise
-
-
-def _group_active() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def is_main(rank: int | None = None) -> bool:
-    """Whether this is the rank that writes checkpoints, logs and reports (rank 0).
-
-    Without ``rank`` it asks the process group; without a group the process is the only rank.
-    """
-    if rank is None:
-        rank = dist.get_rank() if _group_active() else 0
-    return rank == 0
-
-
-def barrier() -> None:
-    """Wait for all ranks (e.g. until rank 0 has written a file the others read); no-op alone."""
-    if _group_active():
-        dist.barrier()
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Average ``tensor`` over the ranks in place (metrics, losses) and return it; no-op alone."""
-    if _group_active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor /= dist.get_world_size()
-    return tensor
-
-
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device`` and wrap it in DDP when a process group runs.
-
-    Alone, the bare model is returned, so one training loop serves 1 and N ranks.
-    """
-    model = model.to(device)
-    if not _group_active():
-        return model
-    if device.type == "cuda":
-        index = torch.cuda.current_device() if device.index is None else device.index
-        return DistributedDataParallel(model, device_ids=[index])
-    return DistributedDataParallel(model)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DDP/DataParallel wrapper, e.g. to save a checkpoint that loads
-    without the ``module.`` prefix."""
-    if isinstance(model, DistributedDataParallel | nn.DataParallel):
-        return model.module
-    return model

@@ -3,21 +3,8 @@
 Built on torch's own facilities — ``torch.amp`` (autocast + GradScaler), ``torch.save`` checkpoints,
 ``DistributedDataParallel`` — rather than a framework: they are what any of those frameworks wraps,
 they add no dependency that has to agree with our pinned torch, and the checkpoint stays a plain
-dict a user can open. Checkpoints and ``model.pt`` hold only tensors and plain Python values, and
-are read with ``torch.load(weights_only=True)``: they lie in ``results/``, and unrestricted unpickling
-would run whatever code anyone able to write there had pickled into them.
-
-What a run leaves in ``out_dir``:
-
-- ``history.csv`` — one row per epoch: train/val loss, val AUC, learning rate, seconds, data wait;
-- ``tensorboard/`` — the same curves as TensorBoard event files;
-- ``model.pt`` — the weights of the best epoch (on the *validation* split only) plus metadata,
-  written atomically when training ends, so its presence means the run finished;
-- ``checkpoint/last.pt`` and ``checkpoint/best.pt`` while training runs: the last epoch's model,
-  optimizer, scheduler, scaler and RNG states, and the best weights so far. A rerun after a crash
-  resumes from them (when the fingerprint of model and config matches); they are removed once
-  ``model.pt`` is written. They are deliberately not Snakemake outputs: Snakemake deletes a job's
-  outputs before running it again, which would throw the progress away.
+dict a user can open. What a run leaves in ``out_dir`` (history, TensorBoard curves, checkpoints,
+``model.pt``) is :mod:`medflow.train.outputs`.
 
 Reproducibility: each epoch reseeds torch's global RNG and the loaders from (seed, epoch), so
 epoch k computes the same thing whether or not the run was interrupted before it; on the CPU two
@@ -29,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -43,15 +29,12 @@ import torch
 from torch import nn
 
 from medflow.data.loader import epoch_seed, set_epoch
-from medflow.io.atomic import atomic_path
 from medflow.logs import progress_bar
+from medflow.train import outputs
 from medflow.train.config import TrainConfig
+from medflow.train.optim import build_optimizer, build_scheduler, step_scheduler
 
 log = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = (
-    "epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds", "data_wait_share", "images_per_second",
-)  # fmt: skip
 
 
 @dataclass
@@ -139,28 +122,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
-    if cfg.schedule == "plateau":
-        mode = "max" if cfg.monitor == "val_auc" else "min"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=cfg.gamma, patience=cfg.plateau_patience
-        )
-    return None
-
-
 @dataclass
 class FitResult:
     best_epoch: int
@@ -229,11 +190,11 @@ class Trainer:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.out_dir / "checkpoint"
+        return self.out_dir / outputs.CHECKPOINT_DIR
 
     @property
     def model_path(self) -> Path:
-        return self.out_dir / "model.pt"
+        return self.out_dir / outputs.MODEL_FILE
 
     def _autocast(self) -> Any:
         if self.amp_dtype is None:
@@ -243,26 +204,12 @@ class Trainer:
     # ---------------------------------------------------------------------------- checkpoints
 
     def _save_checkpoint(self, state: dict[str, Any], best_state: dict[str, Any] | None) -> None:
-        if self.rank != 0:
-            return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if best_state is not None:
-            with atomic_path(self.checkpoint_dir / "best.pt") as tmp:
-                torch.save(best_state, tmp)
-        with atomic_path(self.checkpoint_dir / "last.pt") as tmp:
-            torch.save(state, tmp)
+        if self.rank == 0:
+            outputs.save_checkpoint(self.checkpoint_dir, state, best_state)
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.checkpoint_dir / "last.pt"
-        if not path.is_file():
-            return None
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # a checkpoint that cannot be read is not worth failing over
-            log.warning("cannot read checkpoint %s (%s): training starts over", path, exc)
-            return None
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning("checkpoint %s was made for another model/config: training starts over", path)
+        state = outputs.load_checkpoint(self.checkpoint_dir, self.device, self.fingerprint)
+        if state is None:
             return None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -287,7 +234,7 @@ class Trainer:
             bad_epochs, monitor = int(state["bad_epochs"]), state["monitor"]
             log.info("resuming from the checkpoint of epoch %d (best %s %.4f at epoch %d)",
                      start - 1, monitor, self._shown(best_metric, monitor), best_epoch)
-        writer = self._writer(purge_step=start)
+        writer = outputs.tensorboard_writer(self.out_dir, purge_step=start) if self.rank == 0 else None
         done_early = bool(state is not None and state.get("stopped"))
         epochs_run: list[int] = []
         epochs_bar = progress_bar(total=cfg.epochs, initial=start, desc="epochs", unit="epoch",
@@ -308,12 +255,13 @@ class Trainer:
                     monitor = "val_loss"
                 metric = val_auc if monitor == "val_auc" else -val_loss
                 lr = self.optimizer.param_groups[0]["lr"]
-                self._schedule(metric)
+                step_scheduler(self.scheduler, metric)
                 row = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val_loss, "val_auc": val_auc,
                        "lr": lr, "seconds": train["seconds"], "data_wait_share": train["wait_share"],
                        "images_per_second": train["rate"]}
                 history.append(row)
-                self._log_epoch(writer, row)
+                if self.rank == 0:
+                    outputs.log_epoch(writer, row)
                 improved = not math.isnan(metric) and metric > best_metric
                 best_state = None
                 if improved:
@@ -339,7 +287,7 @@ class Trainer:
             epochs_bar.close()
             if writer is not None:
                 writer.close()
-        frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+        frame = pd.DataFrame(history, columns=list(outputs.HISTORY_COLUMNS))
         if self.rank == 0:
             self._finish(frame, best_epoch, best_metric, monitor)
         return FitResult(best_epoch, self._shown(best_metric, monitor), monitor, frame, start, epochs_run)
@@ -347,15 +295,6 @@ class Trainer:
     @staticmethod
     def _shown(metric: float, monitor: str) -> float:
         return -metric if monitor == "val_loss" else metric
-
-    def _schedule(self, metric: float) -> None:
-        if self.scheduler is None:
-            return
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if not math.isnan(metric):
-                self.scheduler.step(metric if self.scheduler.mode == "max" else -metric)
-        else:
-            self.scheduler.step()
 
     def _train_epoch(self, loader: Any, epoch: int) -> dict[str, float]:
         cfg = self.cfg
@@ -449,33 +388,10 @@ class Trainer:
         auc = roc_auc(np.concatenate(targets), np.concatenate(scores)) if scores else float("nan")
         return loss_sum / max(count, 1), auc
 
-    def _writer(self, purge_step: int) -> Any:
-        if self.rank != 0:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"), purge_step=purge_step)
-
-    def _log_epoch(self, writer: Any, row: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        log.info(
-            "epoch %d: train loss %.4f, val loss %.4f, val AUC %.4f, lr %.2e, %.1f s (%.0f images/s, data wait %.0f %%)",
-            row["epoch"], row["train_loss"], row["val_loss"], row["val_auc"], row["lr"], row["seconds"],
-            row["images_per_second"], 100 * row["data_wait_share"],
-        )
-        if writer is not None:
-            for key in ("train_loss", "val_loss", "val_auc", "lr", "data_wait_share", "images_per_second"):
-                if not (isinstance(row[key], float) and math.isnan(row[key])):
-                    writer.add_scalar(key, row[key], row["epoch"])
-            writer.flush()
-
     def _finish(self, history: pd.DataFrame, best_epoch: int, best_metric: float, monitor: str) -> None:
         """model.pt (best weights + metadata) and history.csv, atomically; then drop the checkpoint."""
-        best_path = self.checkpoint_dir / "best.pt"
-        if best_path.is_file():
-            weights = torch.load(best_path, map_location="cpu", weights_only=True)
-        else:  # no epoch improved on a defined metric: keep the last weights, and say so
+        weights = outputs.best_weights(self.checkpoint_dir)
+        if weights is None:  # no epoch improved on a defined metric: keep the last weights, and say so
             log.warning("no epoch had a defined %s: model.pt holds the last epoch's weights", monitor)
             weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         payload = {
@@ -487,11 +403,6 @@ class Trainer:
             "fingerprint": self.fingerprint,
             **self.metadata,
         }
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.out_dir / "history.csv") as tmp:
-            history.to_csv(tmp, index=False)
-        with atomic_path(self.model_path) as tmp:
-            torch.save(payload, tmp)
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        outputs.write_model(self.out_dir, payload, history, self.checkpoint_dir)
         log.info("best epoch %d (%s %.4f); wrote %s", best_epoch, monitor, self._shown(best_metric, monitor),
                  self.model_path)

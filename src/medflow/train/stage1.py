@@ -31,19 +31,16 @@ from torch import nn
 from medflow.config import fingerprint, spec_for
 from medflow.data import H5Samples, H5Slices, Intensity, TwoViews, build_augment, make_loader
 from medflow.data.samplers import BalancedSampler, ShardSampler
-from medflow.features import feature_vectors, probabilities, run_inference
-from medflow.io.atomic import atomic_path
-from medflow.io.contracts import read_contract_csv
+from medflow.io.contracts import read_contract_csv, read_manifest_table, write_contract_csv, write_predictions
 from medflow.io.features import write_features
 from medflow.io.hashing import sha256_file
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
 from medflow.stages import STAGE_VERSIONS
 from medflow.train.config import TrainConfig
 from medflow.train.engine import StepOutput, Trainer, auto_pos_weight, bce_step, seed_everything
+from medflow.train.inference import feature_vectors, probabilities, run_inference
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = ("sample_id", "patient_id", "split", "center", "task", "y_true", "y_prob")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -74,7 +71,7 @@ def load_data(ingest_path: str | Path, splits_path: str | Path, manifest_path: s
         slice_task = str(f["slice_label"].attrs.get("label", "slice_label")) if "slice_label" in f else None
         source_hash = str(f.attrs.get("source_hash", ""))
     splits = read_contract_csv(splits_path)
-    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False, na_values=[""])
+    manifest = read_manifest_table(manifest_path)
     if label not in manifest.columns:
         raise ValueError(f"label {label!r} is not a column of {manifest_path}")
     labels = manifest[["sample_id", label]].rename(columns={label: "y"})
@@ -321,14 +318,11 @@ def predict(
         slices = pd.DataFrame({"sample_id": table["sample_id"].to_numpy()[sample],
                                "slice": _slice_index(sample), "task": data.slice_task,
                                "y_true": np.asarray(dataset.slice_labels, dtype=float), "y_prob": probs})
-        with atomic_path(out_dir / "slice_predictions.csv") as tmp:
-            slices.to_csv(tmp, index=False)
+        write_contract_csv(slices, out_dir / "slice_predictions.csv")
         study_prob = pd.Series(probs).groupby(sample).max()
         probs = study_prob.reindex(range(len(table))).to_numpy()
-    frame = table.assign(task=label, y_true=table["y"], y_prob=probs)[list(PREDICTION_COLUMNS)]
     path = out_dir / "predictions.csv"
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_predictions(table.assign(task=label, y_true=table["y"], y_prob=probs), path)
     return path
 
 
@@ -355,34 +349,4 @@ def extract(
         offsets = np.r_[0, np.cumsum(counts)]
     write_features(out_path, data.table["sample_id"].tolist(), features, offsets=offsets,
                    attrs={"model": spec["model"], "modality": spec["modality"], "source": str(model_path)})
-    return Path(out_path)
-
-
-def fold_ensemble(fold_predictions: dict[int, str | Path], splits_path: str | Path, out_path: str | Path) -> Path:
-    """One predictions.csv from k fold models: a training-split sample is scored by the model whose
-    validation fold it was (out of fold, so its split reads ``val``); every other sample by the
-    mean probability of all fold models (the fold ensemble)."""
-    frames = []
-    for fold, path in sorted(fold_predictions.items()):
-        frame = read_contract_csv(path)
-        frames.append(frame.assign(model_fold=int(fold)))
-    every = pd.concat(frames, ignore_index=True)
-    folds = read_contract_csv(splits_path)[["sample_id", "fold"]]
-    every = every.merge(folds, on="sample_id", how="left", validate="many_to_one")
-    in_cv = every["split"] == "train"
-    out_of_fold = every[in_cv & (every["fold"] == every["model_fold"])].assign(split="val")
-    ensemble = (
-        every[~in_cv]
-        .groupby(["sample_id", "patient_id", "split", "center", "task"], sort=False, dropna=False)
-        .agg(y_true=("y_true", "first"), y_prob=("y_prob", "mean"), models=("model_fold", "nunique"))
-        .reset_index()
-    )
-    if len(ensemble) and (ensemble["models"] != len(fold_predictions)).any():
-        raise ValueError("the fold models did not all score the same samples")
-    missing = set(every.loc[in_cv, "sample_id"]) - set(out_of_fold["sample_id"])
-    if missing:
-        raise ValueError(f"{len(missing)} training sample(s) have no out-of-fold prediction, e.g. {sorted(missing)[:3]}")
-    frame = pd.concat([out_of_fold, ensemble], ignore_index=True)[list(PREDICTION_COLUMNS)]
-    with atomic_path(out_path) as tmp:
-        frame.to_csv(tmp, index=False)
     return Path(out_path)

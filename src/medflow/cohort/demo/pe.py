@@ -207,6 +207,6 @@ def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
     from medflow.cohort.importers.rsna_pe import import_rsna_pe
 
     oracle = write_rsna_layout(out, patients=patients, image_size=image_size, seed=seed)
-    import_rsna_pe(out, out)
+    import_rsna_pe(out, out, workers=1)  # the demo_cohort rule asks for one thread
     adopt_imported(out, TEMPLATE, seed, ["ct_series"])
     write_json(oracle, out / "oracle.json")

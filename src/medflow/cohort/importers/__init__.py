@@ -1,39 +1,38 @@
 """Importers: turn a public data layout into a medflow cohort (manifest.csv + cohort.json).
 
-Every importer is called as ``IMPORTERS[name](source, out_dir, **options)`` and returns the path of
-the manifest it wrote; options are keyword-only (e.g. ``workers`` for rsna-pe).
+Every public module (or package) here is one importer that registers itself with
+``@register_importer``; importing this package imports them all. Adding an importer is therefore one
+new module, plus its name in the config schema's ``cohort.source`` enum (tests/test_importers_common.py
+checks the two agree). Run one with ``run_importer(name, source, out_dir, **options)``.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import importlib
+import pkgutil
 
 from medflow.cohort.importers._common import ImporterError
-from medflow.cohort.importers.luna import import_luna_patches
-from medflow.cohort.importers.rsna_pe import import_rsna_pe
+from medflow.cohort.importers._registry import (
+    Importer,
+    Option,
+    get_importer,
+    list_importers,
+    register_importer,
+    run_importer,
+    tracked_input,
+)
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "Importer",
+    "ImporterError",
+    "Option",
+    "get_importer",
+    "list_importers",
+    "register_importer",
+    "run_importer",
+    "tracked_input",
+]
 
-IMPORTERS: dict[str, Callable[..., Path]] = {
-    "luna-patches": import_luna_patches,
-    "rsna-pe": import_rsna_pe,
-}
-
-__all__ = ["IMPORTERS", "ImporterError", "import_luna_patches", "import_rsna_pe", "run_importer"]
-
-
-def run_importer(name: str, source: str | Path, out_dir: str | Path, **options: Any) -> Path:
-    """Run importer ``name``; options it does not take (e.g. ``workers`` for luna-patches) are dropped."""
-    if name not in IMPORTERS:
-        raise ValueError(f"unknown importer {name!r}; choose one of {', '.join(IMPORTERS)}")
-    func = IMPORTERS[name]
-    accepted = inspect.signature(func).parameters
-    used = {k: v for k, v in options.items() if k in accepted}
-    dropped = sorted(set(options) - set(used))
-    if dropped:
-        log.debug("importer %s ignores option(s) %s", name, ", ".join(dropped))
-    return func(Path(source), Path(out_dir), **used)
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

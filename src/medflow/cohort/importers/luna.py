@@ -21,6 +21,7 @@ from medflow.cohort.importers._common import (
     write_csv_atomic,
     write_json_atomic,
 )
+from medflow.cohort.importers._registry import register_importer
 from medflow.io.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,11 @@ def is_sorted_by_class(labels: np.ndarray) -> bool:
     return len(np.unique(labels)) == 2 and int(np.count_nonzero(np.diff(labels))) == 1
 
 
+@register_importer(
+    SOURCE,
+    description="LUNA16-derived nodule patches (Kaggle kmader/lungnodemalignancy, all_patches.hdf5)",
+    reads="the all_patches.hdf5 patch file",
+)
 def import_luna_patches(patch_file: Path, out_dir: Path) -> Path:
     """Write ``out_dir/manifest.csv`` and ``out_dir/cohort.json`` for ``patch_file``; return the manifest.
 
