@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -23,6 +23,9 @@ from medflow.cohort.importers._common import (
 )
 from medflow.cohort.importers._registry import register_importer
 from medflow.io.hashing import sha256_file
+
+if TYPE_CHECKING:
+    import h5py
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ NO_IDS_WARNING = (
 
 
 def _dataset(f: h5py.File, key: str, path: Path, expected: str) -> h5py.Dataset:
+    import h5py
+
     if key not in f:
         found = ", ".join(sorted(f.keys())) or "none"
         raise ImporterError(f"{path}: dataset {key!r} ({expected}) is missing; keys found: {found}")
@@ -57,6 +62,8 @@ def read_labels(path: Path) -> tuple[np.ndarray, tuple[int, ...], str]:
     Only the label array is read; of ``ct_slices`` only its shape and dtype.
     """
     try:
+        import h5py  # here, not at the top: the Snakefile loads every importer to check the config
+
         f = h5py.File(path, "r")
     except OSError as exc:
         raise ImporterError(f"{path}: cannot be opened as HDF5 ({exc})") from exc
