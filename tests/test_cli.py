@@ -10,7 +10,7 @@ from medflow.cli import main
 from medflow.cohort.demo import get_template, list_templates
 from medflow.cohort.demo.lnmc import write_patch_file
 from medflow.cohort.importers import _registry, get_importer, list_importers, register_importer
-from medflow.cohort.registry import Registry
+from medflow.registry import Registry
 
 CONFIG = Path(__file__).parents[1] / "config" / "config.yaml"
 

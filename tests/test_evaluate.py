@@ -462,5 +462,5 @@ def test_every_report_column_reads_a_number_and_its_interval():
                 assert isinstance(value, float) and math.isfinite(value), column
             if column.ci:
                 assert len(ci) == 2 and ci[0] <= ci[1], column
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="report metric 'auroc' is registered twice"):
         register_metric(list_metrics()[0])

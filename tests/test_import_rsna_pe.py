@@ -151,13 +151,14 @@ def test_missing_and_unlisted_dcm_files_are_problem_rows(layout, tmp_path):
     frame = read(import_rsna_pe(root, out)).set_index("sample_id")
     assert set(frame.index) == set(truth["exam"])  # both studies stay usable
     problems = {p.file: p for p in read_problems(out / "import_problems.csv")}
-    assert set(problems) == {str(gone), str(unlisted)}
-    assert problems[str(gone)].sample_id == study_a
+    gone, unlisted = (path.relative_to(root).as_posix() for path in (gone, unlisted))  # as the layout names them
+    assert set(problems) == {gone, unlisted}
+    assert problems[gone].sample_id == study_a
     line = csv_line(root, uid("a", "sop", 6))
-    assert f"listed in train.csv (row {line}) but the file is missing" in problems[str(gone)].reason
-    assert "keeps its other 7 slice(s)" in problems[str(gone)].reason
-    assert problems[str(unlisted)].sample_id == study_b
-    assert "on disk but not listed in train.csv" in problems[str(unlisted)].reason
+    assert f"listed in train.csv (row {line}) but the file is missing" in problems[gone].reason
+    assert "keeps its other 7 slice(s)" in problems[gone].reason
+    assert problems[unlisted].sample_id == study_b
+    assert "on disk but not listed in train.csv" in problems[unlisted].reason
     # the slice labels still cover every CSV row, the missing file's included
     assert len(read(out / "slice_labels.csv")) == 3 * DEPTH
 
@@ -192,7 +193,7 @@ def test_inconsistent_exam_labels_name_the_rows_and_use_the_majority(layout, tmp
     manifest = read(import_rsna_pe(root, out)).set_index("sample_id")
     assert manifest.loc[study_a, "rightsided_pe"] == "1" and manifest.loc[study_a, "central_pe"] == "0"
     (problem,) = read_problems(out / "import_problems.csv")
-    assert problem.sample_id == study_a and problem.file == str(root / "train.csv")
+    assert problem.sample_id == study_a and problem.file == "train.csv"
     assert f"rows {row + 2} disagree" in problem.reason
     assert "exam labels differ between the 8 rows of the study (rightsided_pe, central_pe)" in problem.reason
     assert "used the majority value per label" in problem.reason

@@ -193,7 +193,7 @@ def test_a_registered_metric_reaches_metrics_json_and_both_pages(tmp_path: Path,
     and the study page its overview splits."""
     from medflow.evaluate import registry
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", registry._REGISTRY.copy())
     registry.register_metric(registry.ReportMetric(
         "mean_score", lambda split: {"value": float(split.p.mean()) if split.y.size else None},
         (registry.Column("mean score", "mean_score.value", overview=("test",)),)))

@@ -35,8 +35,8 @@ DOCUMENTED = {
     "results/{study}/features/{model}.h5": LAYOUT.features("{study}", "{model}"),
     "results/{study}/features/{encoder}.h5": LAYOUT.features("{study}", "{encoder}"),
     "results/{study}/stage2/{head}/predictions.csv": LAYOUT.predictions("{study}", "stage2", "{head}"),
-    "results/{study}/stage2/{head}/head.json": LAYOUT.head_info("{study}", "{head}"),
-    "results/{study}/stage2/{head}/excluded.csv": LAYOUT.excluded("{study}", "{head}"),
+    "results/{study}/stage2/{head}/head.json": LAYOUT.head_file("{study}", "{head}", "head.json"),
+    "results/{study}/stage2/{head}/excluded.csv": LAYOUT.head_file("{study}", "{head}", "excluded.csv"),
     "results/{study}/{model}_report.html": LAYOUT.model_report("{study}", "{model}"),
     "results/{study}/report.html": LAYOUT.study_report("{study}"),
     "resources/demo/{study}/oracle.json": LAYOUT.oracle("{study}"),
@@ -110,8 +110,8 @@ def every_path(p: Plan) -> dict[str, tuple]:
             add("features", study, name)
         for head in p.heads[study]:
             add("predictions", study, "stage2", head)
-            for method in ("head_info", "excluded", "embeddings", "slice_predictions"):
-                add(method, study, head)
+            for file in ("head.json", "excluded.csv", "embeddings.h5", "slice_predictions.csv"):
+                add("head_file", study, head, file)
         for name, stage in p.models[study].items():
             add("metrics", study, stage, name)
             add("model_report", study, name)

@@ -4,8 +4,6 @@ the cross-field checks a JSON schema cannot express, and the look-ups the Snakef
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -15,6 +13,7 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from medflow.heads.specs import expand_heads, grid_problems
+from medflow.io.hashing import sha256_json
 from medflow.study import IMAGE_KINDS
 
 SPLIT_NAMES = ("train", "val", "test", "external")
@@ -300,8 +299,7 @@ def ingest_spec(study: Mapping[str, Any], modality: str) -> dict[str, Any]:
 
 def fingerprint(obj: Any) -> str:
     """A short stable hash of a JSON-able object (used to make params change when config changes)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return sha256_json(obj)[:16]
 
 
 # The parts of a stage-1 model's spec each of its jobs depends on: a rule's params carry only these,

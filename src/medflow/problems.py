@@ -77,9 +77,9 @@ def write_problems(path: str | Path, problems: Iterable[Problem], *, name_inputs
             reason = redact(p.reason, spellings(p.file))
             writer.writerow((spreadsheet_safe(p.file), spreadsheet_safe(p.sample_id), spreadsheet_safe(reason)))
             if name_inputs_in_logs and p.file:
-                log.warning("left out %s (sample %s): %s", p.file, p.sample_id or "-", reason)
+                log.warning("input problem in %s (sample %s): %s", p.file, p.sample_id or "-", reason)
             else:
-                log.warning("left out sample %s: %s (see %s)", p.sample_id or "-", reason, Path(path).name)
+                log.warning("input problem (sample %s): %s (see %s)", p.sample_id or "-", reason, Path(path).name)
             count += 1
     return count
 

@@ -11,9 +11,9 @@ rule stage2_unimodal:
         unpack(PLAN.head_inputs),
     output:
         predictions=LAYOUT.predictions("{study}", "stage2", "{head}"),
-        info=LAYOUT.head_info("{study}", "{head}"),
-        excluded=LAYOUT.excluded("{study}", "{head}"),
-        embeddings=LAYOUT.embeddings("{study}", "{head}"),
+        info=LAYOUT.head_file("{study}", "{head}", "head.json"),
+        excluded=LAYOUT.head_file("{study}", "{head}", "excluded.csv"),
+        embeddings=LAYOUT.head_file("{study}", "{head}", "embeddings.h5"),
     params:
         **STAGE2_PARAMS,
     wildcard_constraints:
@@ -38,8 +38,8 @@ rule stage2:
         unpack(PLAN.head_inputs),
     output:
         predictions=LAYOUT.predictions("{study}", "stage2", "{head}"),
-        info=LAYOUT.head_info("{study}", "{head}"),
-        excluded=LAYOUT.excluded("{study}", "{head}"),
+        info=LAYOUT.head_file("{study}", "{head}", "head.json"),
+        excluded=LAYOUT.head_file("{study}", "{head}", "excluded.csv"),
     params:
         **STAGE2_PARAMS,
     wildcard_constraints:

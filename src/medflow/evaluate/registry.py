@@ -14,6 +14,7 @@ from typing import Any, Literal
 from medflow.evaluate.calibration import brier, calibration_intercept_slope, reliability_curve
 from medflow.evaluate.decision import net_benefit
 from medflow.evaluate.split_data import SplitData
+from medflow.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,17 @@ class ReportMetric:
     columns: tuple[Column, ...] = ()
 
 
-_REGISTRY: dict[str, ReportMetric] = {}
+_REGISTRY: Registry[ReportMetric] = Registry("report metric")
 
 
 def register_metric(metric: ReportMetric) -> ReportMetric:
     """Add a metric after the registered ones; its key must be new."""
-    if metric.key in _REGISTRY:
-        raise ValueError(f"report metric {metric.key!r} is already registered")
-    _REGISTRY[metric.key] = metric
-    return metric
+    return _REGISTRY.add(metric.key, metric)
 
 
 def list_metrics() -> list[ReportMetric]:
     """Every metric, in registration order (the order of metrics.json and of the table columns)."""
-    return list(_REGISTRY.values())
+    return _REGISTRY.values()
 
 
 # --- the built-in metrics -----------------------------------------------------------------------

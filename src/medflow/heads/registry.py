@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from medflow.registry import Registry
+
 
 @dataclass(frozen=True)
 class HeadType:
@@ -45,28 +47,22 @@ class HeadType:
     report_notes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, HeadType] = {}
+_REGISTRY: Registry[HeadType] = Registry("head type")
 
 
 def register_head(entry: HeadType) -> HeadType:
     """Add a head type; its name must be new."""
-    if entry.name in _REGISTRY:
-        raise ValueError(f"head type {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return _REGISTRY.add(entry.name, entry)
 
 
 def get_head_type(name: str) -> HeadType:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown head type {name!r}; known: {', '.join(list_head_types())}") from None
+    return _REGISTRY.get(name)
 
 
 def list_head_types(**where: Any) -> list[str]:
     """The names of the registered types, sorted; ``where`` keeps those whose fields have these
     values, e.g. ``list_head_types(uses_gpu=True)``."""
-    return sorted(n for n, e in _REGISTRY.items() if all(getattr(e, k) == v for k, v in where.items()))
+    return sorted(e.name for e in _REGISTRY.values() if all(getattr(e, k) == v for k, v in where.items()))
 
 
 def build_head(spec: Mapping[str, Any], tasks: Sequence[str]) -> Any:

@@ -95,7 +95,7 @@ def input_files(
         if head_type.reads == "predictions":
             files["predictions"][item] = layout.predictions(study_name, "stage2", item)
         elif head_type.reads == "embeddings":
-            files["features"][item] = layout.embeddings(study_name, item)
+            files["features"][item] = layout.head_file(study_name, item, "embeddings.h5")
         elif item in study["modalities"] and kinds[item] in TABLE_KINDS:
             files["tables"][item] = layout.ingest(study_name, item, kinds[item])
         else:

@@ -18,8 +18,6 @@ from medflow.ingest.h5out import ChunkEncoder, spool_write
 from medflow.io import dicom_read, dicom_series, images
 from medflow.problems import InputProblem, Problem
 
-IMAGE_KINDS = ("image", "patches", "volume", "slices")
-
 
 @dataclass
 class Task:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import stat
@@ -28,6 +27,7 @@ import numpy as np
 
 import medflow
 from medflow.ingest.pixels import Task
+from medflow.io.hashing import sha256_json
 from medflow.stages import STAGE_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def settings_fingerprint(spec: dict, compression: str, level: int) -> str:
         "stage": STAGE_VERSIONS["ingest"],
         "medflow": medflow.__version__,  # decoding code may change without a stage bump in development
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(payload)
 
 
 # ------------------------------------------------------------------------------------- fingerprints

@@ -11,11 +11,11 @@ import pandas as pd
 from medflow.ingest import reuse
 from medflow.ingest.convert import ConvertSettings, convert_images
 from medflow.ingest.h5out import check_compression
-from medflow.ingest.pixels import IMAGE_KINDS
 from medflow.ingest.summary import IngestSummary, fail_on_problems, nothing_usable
-from medflow.ingest.tables import TABLE_KINDS, table_cell
+from medflow.ingest.tables import TABLE_READERS, table_cell
 from medflow.io.atomic import atomic_path
 from medflow.problems import BadInputError, InputProblem, Problem, write_problems
+from medflow.study import IMAGE_KINDS, TABLE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _ingest_table_kind(
     kind = spec["kind"]
     t0 = time.perf_counter()
     try:
-        frame, problems, n_missing = TABLE_KINDS[kind](manifest, root, modality, spec)
+        frame, problems, n_missing = TABLE_READERS[kind](manifest, root, modality, spec)
     except InputProblem as exc:  # the whole file is unusable: stop now, naming it and what it lacks
         cell = table_cell(modality, spec)
         problem = Problem.about(cell, "", exc.reason, sources=(exc.file,), root=root)

@@ -249,4 +249,4 @@ def ingest_notes(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[s
     return out, problems, missing
 
 
-TABLE_KINDS = {"table": ingest_table, "events": ingest_events, "notes": ingest_notes}
+TABLE_READERS = {"table": ingest_table, "events": ingest_events, "notes": ingest_notes}

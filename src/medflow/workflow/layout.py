@@ -80,19 +80,11 @@ class Layout:
         """Feature vectors of a stage-1 network or of an encoder (their names never clash: config check)."""
         return f"{self.results}/{study}/features/{name}.h5"
 
-    def head_info(self, study: str, head: str) -> str:
-        return f"{self.model_dir(study, 'stage2', head)}/head.json"
-
-    def excluded(self, study: str, head: str) -> str:
-        return f"{self.model_dir(study, 'stage2', head)}/excluded.csv"
-
-    def embeddings(self, study: str, head: str) -> str:
-        """A unimodal EHR head's encoder output: the frozen input of early fusion."""
-        return f"{self.model_dir(study, 'stage2', head)}/embeddings.h5"
-
-    def slice_predictions(self, study: str, head: str) -> str:
-        """Per-slice scores an image head writes beside its predictions (not a rule output of its own)."""
-        return f"{self.model_dir(study, 'stage2', head)}/slice_predictions.csv"
+    def head_file(self, study: str, head: str, file: str) -> str:
+        """A file a stage-2 head writes beside its predictions: ``head.json``, ``excluded.csv``,
+        ``embeddings.h5`` (a unimodal EHR head's encoder output: the frozen input of early fusion) or
+        ``slice_predictions.csv`` (an image head's per-slice scores)."""
+        return f"{self.model_dir(study, 'stage2', head)}/{file}"
 
     # --- reports and logs ------------------------------------------------------------------------
 

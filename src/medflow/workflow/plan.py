@@ -224,7 +224,7 @@ class Plan:
         study, stage, name = wildcards.study, wildcards.stage, wildcards.name
         out = {"predictions": self.layout.predictions(study, stage, name)}
         if stage == "stage2":
-            out["info"] = self.layout.head_info(study, name)
+            out["info"] = self.layout.head_file(study, name, "head.json")
         image_head = self._image_head(wildcards)
         if image_head:  # the job that writes its slice_predictions.csv
             out["image_head"] = self.layout.predictions(study, "stage2", image_head)
@@ -232,7 +232,7 @@ class Plan:
 
     def evaluate_slices(self, wildcards: Wildcards) -> str | None:
         image_head = self._image_head(wildcards)
-        return self.layout.slice_predictions(wildcards.study, image_head) if image_head else None
+        return self.layout.head_file(wildcards.study, image_head, "slice_predictions.csv") if image_head else None
 
     def model_spec(self, wildcards: Wildcards) -> dict[str, Any]:
         study, name = wildcards.study, wildcards.name
@@ -259,8 +259,8 @@ class Plan:
             "problems": self._problem_files(study),
         }
         if stage == "stage2":
-            out["info"] = layout.head_info(study, name)
-            out["excluded"] = layout.excluded(study, name)
+            out["info"] = layout.head_file(study, name, "head.json")
+            out["excluded"] = layout.head_file(study, name, "excluded.csv")
         else:
             folds = self.uses_folds(study)  # no single training history; fold 0's network draws the Grad-CAM
             out["history"] = [] if folds else layout.stage1_history(study, name)

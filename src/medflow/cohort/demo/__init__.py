@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medflow.cohort.registry import Registry
 from medflow.io.atomic import atomic_path
+from medflow.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from medflow.cohort.registry import Registry
+from medflow.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,7 @@ def import_rsna_pe(root: Path, out_dir: Path, *, workers: int = 4) -> Path:
 
     # --- outputs ---
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems.sort(key=lambda p: (p.sample_id, p.file, p.reason))
-    n_problems = write_problems(out_dir / "import_problems.csv", problems)
+    n_problems = _write_problems(out_dir, root, problems)
     if not usable.any():
         raise ImporterError(
             f"{root}: none of the {len(studies)} studies in train.csv has a listed .dcm file on disk under "
@@ -182,3 +182,10 @@ def import_rsna_pe(root: Path, out_dir: Path, *, workers: int = 4) -> Path:
         len(manifest), len(studies), n_rows_csv, n_problems, root, manifest_path,
     )  # fmt: skip
     return manifest_path
+
+
+def _write_problems(out_dir: Path, root: Path, problems: list[Problem]) -> int:
+    """import_problems.csv, each file named relative to the layout's root (``train/<study>/…``, as
+    the RSNA-PE documentation names it), never by a path of this machine (README, Privacy)."""
+    named = [replace(p, file=relative_to(p.file, root)) for p in problems]
+    return write_problems(out_dir / "import_problems.csv", sorted(named, key=lambda p: (p.sample_id, p.file, p.reason)))

@@ -115,24 +115,14 @@ def exam_labels(
     # Exam labels against slice labels (the competition's consistency rules), kept as given.
     on_image = table.groupby(codes)[SLICE_LABEL].agg(["sum", "max"])
     negative = resolved["negative_exam_for_pe"] == 1
-    contradicts = negative & (on_image["max"] == 1)
-    for code in np.flatnonzero(contradicts.to_numpy()):
-        problems.append(
-            Problem(
-                str(csv_path),
-                str(studies[code]),
-                f"negative_exam_for_pe = 1 but {int(on_image['sum'].iat[code])} slice(s) have "
-                f"{SLICE_LABEL} = 1; labels kept as given",
-            )
-        )
-    positive = ~negative & (resolved["indeterminate"] == 0) & (on_image["max"] == 0)
-    for code in np.flatnonzero(positive.to_numpy()):
-        problems.append(
-            Problem(
-                str(csv_path),
-                str(studies[code]),
-                f"the exam is PE positive (negative_exam_for_pe = 0, indeterminate = 0) but no slice has "
-                f"{SLICE_LABEL} = 1; labels kept as given",
-            )
-        )
+    checks = (
+        (negative & (on_image["max"] == 1),
+         lambda code: f"negative_exam_for_pe = 1 but {int(on_image['sum'].iat[code])} slice(s) have {SLICE_LABEL} = 1"),
+        (~negative & (resolved["indeterminate"] == 0) & (on_image["max"] == 0),
+         lambda code: "the exam is PE positive (negative_exam_for_pe = 0, indeterminate = 0) but no slice has "
+                      f"{SLICE_LABEL} = 1"),
+    )
+    for inconsistent, reason in checks:
+        problems += [Problem(str(csv_path), str(studies[code]), f"{reason(code)}; labels kept as given")
+                     for code in np.flatnonzero(inconsistent.to_numpy())]
     return resolved

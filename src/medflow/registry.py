@@ -1,4 +1,5 @@
-"""A named registry (torchvision-style): the importers and the demo templates are each listed in one."""
+"""A named registry (torchvision-style): head types, importers, demo templates and report metrics are
+each listed in one (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def values(self) -> list[T]:
+        return list(self._entries.values())
+
+    def copy(self) -> Registry[T]:
+        """A registry with the same entries (tests add entries to a copy, not to the real one)."""
+        other: Registry[T] = Registry(self.kind)
+        other._entries = dict(self._entries)
+        return other
