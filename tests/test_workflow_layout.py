@@ -274,3 +274,15 @@ def test_names_regex_allows_exactly_the_names():
 def test_memory_doubles_on_each_retry():
     mem_mb = memory_mb(2000)
     assert [mem_mb(None, attempt) for attempt in (1, 2, 3)] == [2000, 4000, 8000]
+
+
+def test_an_importer_gets_its_cohort_settings_as_options_and_nothing_else():
+    """Importer options live under cohort: (cxr_path, encoding, ...); the schema's defaults for demo
+    cohorts (patients, seed, ...) and where the cohort comes from are not options."""
+    def imported(config):
+        config["studies"]["lnmc"]["cohort"] = {"source": "luna-patches", "path": "/data/all_patches.hdf5"}
+
+    p = plan(TINY, imported)
+    assert p.import_options(wildcards(study="lnmc")) == {}
+    p.studies["lnmc"]["cohort"]["encoding"] = "gb18030"  # as a future importer's option would arrive
+    assert p.import_options(wildcards(study="lnmc")) == {"encoding": "gb18030"}

@@ -32,6 +32,7 @@ rule import_cohort:
     params:
         source=lambda wc: PLAN.studies[wc.study]["cohort"]["source"],
         path=lambda wc: PLAN.studies[wc.study]["cohort"]["path"],
+        options=PLAN.import_options,
         stage=STAGE_VERSIONS["import"],
     threads: 4
     resources:

@@ -38,6 +38,10 @@ def memory_mb(first_try: int) -> Callable[[Wildcards, int], int]:
     return mem_mb
 
 
+# cohort keys that are not an importer's options (run_importer drops options an importer does not take)
+_NOT_IMPORT_OPTIONS = frozenset({"source", "path", "template", "patients", "image_size", "seed", "extra_columns"})
+
+
 class Plan:
     """The checked config, looked up the way the rules need it (built once per workflow run)."""
 
@@ -115,6 +119,12 @@ class Plan:
         """The public-layout file the importer reads (tracked, so a new download reruns the import)."""
         cohort = self.studies[wildcards.study]["cohort"]
         return tracked_input(cohort["source"], cohort)
+
+    def import_options(self, wildcards: Wildcards) -> dict[str, Any]:
+        """The cohort settings an importer may take as keyword options (``cxr_path``, ``encoding``, …):
+        everything of ``cohort:`` but where it comes from and the demo's and manifest's own keys."""
+        cohort = self.studies[wildcards.study]["cohort"]
+        return {k: v for k, v in sorted(cohort.items()) if k not in _NOT_IMPORT_OPTIONS}
 
     def modality_spec(self, wildcards: Wildcards) -> dict[str, Any]:
         """The modality's spec for ingest, with the study's observation window (window_hours) in it."""
