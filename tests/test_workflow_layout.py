@@ -286,3 +286,5 @@ def test_an_importer_gets_its_cohort_settings_as_options_and_nothing_else():
     assert p.import_options(wildcards(study="lnmc")) == {}
     p.studies["lnmc"]["cohort"]["encoding"] = "gb18030"  # as a future importer's option would arrive
     assert p.import_options(wildcards(study="lnmc")) == {"encoding": "gb18030"}
+    p.studies["lnmc"]["window_hours"] = 48
+    assert p.import_options(wildcards(study="lnmc")) == {"encoding": "gb18030", "window_hours": 48}

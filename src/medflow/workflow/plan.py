@@ -122,9 +122,13 @@ class Plan:
 
     def import_options(self, wildcards: Wildcards) -> dict[str, Any]:
         """The cohort settings an importer may take as keyword options (``cxr_path``, ``encoding``, …):
-        everything of ``cohort:`` but where it comes from and the demo's and manifest's own keys."""
-        cohort = self.studies[wildcards.study]["cohort"]
-        return {k: v for k, v in sorted(cohort.items()) if k not in _NOT_IMPORT_OPTIONS}
+        everything of ``cohort:`` but where it comes from and the demo's and manifest's own keys, and
+        the study's ``window_hours``."""
+        study = self.studies[wildcards.study]
+        options = {k: v for k, v in sorted(study["cohort"].items()) if k not in _NOT_IMPORT_OPTIONS}
+        if study.get("window_hours") is not None:  # the study's observation window, for importers that cut by time
+            options["window_hours"] = study["window_hours"]
+        return options
 
     def modality_spec(self, wildcards: Wildcards) -> dict[str, Any]:
         """The modality's spec for ingest, with the study's observation window (window_hours) in it."""
