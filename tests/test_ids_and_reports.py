@@ -3,6 +3,7 @@ style sheet and link only to sibling pages."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -114,3 +115,31 @@ def test_reasons_in_reports_carry_no_paths_or_uids(tmp_path):
     [row] = flow["left_out"]
     assert "file" not in row and "DOE" not in row["reason"] and "1.2.840" not in row["reason"]
     assert np.isin(["sample_id", "reason"], list(row)).all()
+
+
+def test_a_split_with_few_positives_shows_no_interval_and_says_why():
+    from medflow.report.render import cell, headline, overview_cell, table_columns
+
+    few = {"n": 9, "prevalence": 1 / 3, "auroc": {"value": 0.0, "delong_ci": [0.0, 0.0], "bootstrap_ci": [0.0, 0.0]}}
+    enough = {"n": 300, "prevalence": 0.3, "auroc": {"value": 0.8, "delong_ci": [0.75, 0.85], "bootstrap_ci": [0.74, 0.86]}}
+    auroc_ci = next(c for c in table_columns() if c.ci == "auroc.delong_ci")
+    assert cell(auroc_ci, few) == "(not estimable)" and overview_cell(auroc_ci, few) == "not estimable"
+    assert cell(auroc_ci, enough) == "(0.750–0.850)"
+    line = headline("negative_exam_for_pe", {"splits": {"test": few}})
+    assert "3 positive and 6 negative: too few for an interval" in line and "0.000–0.000" not in line
+
+
+def test_a_sample_is_counted_once_and_missing_patient_ids_said_once(tmp_path):
+    splits = _splits(tmp_path / "splits.csv")
+    pd.DataFrame({"sample_id": ["NA", "007", "s3", "s4"], "y": [1, 0, 1, 0]}).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame({"file": ["a.png"], "sample_id": ["s3"], "reason": ["truncated"]}).to_csv(
+        tmp_path / "us.problems.csv", index=False)
+    pd.DataFrame({"sample_id": ["s3", "s4"], "reason": ["lacks us", "lacks us"]}).to_csv(tmp_path / "ex.csv", index=False)
+    (tmp_path / "cohort.json").write_text(json.dumps({"grouping": "none", "warnings": [
+        "The patch file has no patient or nodule ids: splits cannot be grouped by patient",
+        "patient ids are not known for this cohort: splits cannot be grouped by patient",
+        "patient ids are not known for this cohort: splits cannot be grouped by patient"]}))
+    flow = cohort_flow(tmp_path / "m.csv", splits, "y", problems=[tmp_path / "us.problems.csv"],
+                       excluded=tmp_path / "ex.csv", cohort_info=tmp_path / "cohort.json")
+    assert flow["n_left_out"] == 2 and [r["sample_id"] for r in flow["left_out"]] == ["s3", "s4"]
+    assert len(flow["warnings"]) == 1 and "Grouping by patient was impossible" in flow["warnings"][0]

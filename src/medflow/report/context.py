@@ -54,16 +54,36 @@ def cohort_flow(
                 left_out.append({"stage": f"ingest ({modality})", "sample_id": record.get("sample_id", ""),
                                  "reason": for_report(record.get("reason", ""))})
     if excluded is not None and Path(excluded).is_file():
+        # a sample left out at ingest also lacks that input here: it is counted (and listed) once
+        seen = {row["sample_id"] for row in left_out}
         for record in read_contract_csv(excluded).to_dict("records"):
-            left_out.append({"stage": "this head's inputs", "sample_id": record["sample_id"],
-                             "reason": for_report(record["reason"])})
+            if record["sample_id"] not in seen:
+                left_out.append({"stage": "this head's inputs", "sample_id": record["sample_id"],
+                                 "reason": for_report(record["reason"])})
     info = json.loads(Path(cohort_info).read_text()) if cohort_info and Path(cohort_info).is_file() else {}
+    grouping = info.get("grouping", "patient")
     return {
         "n_manifest": len(manifest_frame), "n_split": len(split_frame),
         "n_patients": int(split_frame["patient_id"].nunique()), "by_split_centre": rows, "by_split": totals,
-        "left_out": left_out, "grouping": info.get("grouping", "patient"), "warnings": [for_report(w) for w in info.get("warnings", [])],
-        "source": info.get("source", "manifest"),
+        "left_out": left_out, "n_left_out": len({row["sample_id"] for row in left_out}), "grouping": grouping,
+        "warnings": cohort_warnings(info.get("warnings", []), grouping), "source": info.get("source", "manifest"),
     }
+
+
+#: What a report says, once, when a cohort has no patient ids.
+NO_GROUPING = ("Grouping by patient was impossible (the cohort has no patient ids): samples of one patient may "
+               "sit in different splits, so these estimates may be optimistic.")
+
+
+def cohort_warnings(warnings: Iterable[str], grouping: str) -> list[str]:
+    """The cohort's warnings as a report shows them: each once, without paths, and the missing patient
+    ids said in one sentence (the importer, the manifest check and the split each note it)."""
+    out: list[str] = []
+    for warning in (for_report(w) for w in warnings):
+        about_ids = "patient" in warning.lower() and " ids" in warning.lower()
+        if warning not in out and not (grouping == "none" and about_ids):
+            out.append(warning)
+    return [*out, NO_GROUPING] if grouping == "none" else out
 
 
 def _counts(group: pd.DataFrame, *, split: str, center: str) -> dict[str, Any]:

@@ -30,6 +30,8 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _ci(value: Any) -> str:
+    if isinstance(value, str):  # a reason in place of an interval
+        return value
     if not value or any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in value):
         return ""
     return f"({value[0]:.3f}–{value[1]:.3f})"
@@ -88,19 +90,43 @@ def overview_columns() -> list[tuple[str, Column]]:
             if split in column.overview]
 
 
+#: Fewer positives or negatives than this in a split and its intervals are not shown: a bootstrap or
+#: DeLong interval from three studies has zero width and says nothing.
+MIN_PER_CLASS = 10
+
+
+def class_counts(split_metrics: Mapping[str, Any]) -> tuple[int, int] | None:
+    n, prevalence = split_metrics.get("n"), split_metrics.get("prevalence")
+    if not n or prevalence is None:
+        return None
+    positives = round(n * prevalence)
+    return positives, n - positives
+
+
+def too_few(split_metrics: Mapping[str, Any]) -> str | None:
+    """Why a split's intervals are not estimable, in words; None when they are."""
+    counts = class_counts(split_metrics)
+    if counts is None or min(counts) >= MIN_PER_CLASS:
+        return None
+    return (f"{counts[0]} positive and {counts[1]} negative sample(s): too few (under {MIN_PER_CLASS} of a class) "
+            f"to estimate an interval")
+
+
 def cell(column: Column, split_metrics: Mapping[str, Any]) -> str:
-    """The text of ``column`` for one split: its number, then its interval."""
+    """The text of ``column`` for one split: its number, then its interval (or why there is none)."""
     value, ci = column.read(split_metrics)
     parts = [FORMATS[column.fmt](value)] if column.value else []
     if column.ci:
-        parts.append(_ci(ci))
+        parts.append("(not estimable)" if too_few(split_metrics) else _ci(ci))
     return " ".join(parts)
 
 
 def overview_cell(column: Column, split_metrics: Mapping[str, Any]) -> str:
     """The study page is terse: a column's number, or its interval when it has no number."""
     value, ci = column.read(split_metrics)
-    return FORMATS[column.fmt](value) if column.value else _ci(ci)
+    if column.value:
+        return FORMATS[column.fmt](value)
+    return "not estimable" if too_few(split_metrics) else _ci(ci)
 
 
 def metric_rows(task_metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -112,7 +138,7 @@ def metric_rows(task_metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         m = splits[split]
         rows.append({"split": split, "n": m.get("n"), "n_patients": m.get("n_patients"),
                      "prevalence": m.get("prevalence"), "cells": [cell(c, m) for c in columns],
-                     "note": (m.get("auroc") or {}).get("reason") or m.get("reason")})
+                     "note": (m.get("auroc") or {}).get("reason") or m.get("reason") or too_few(m)})
     return rows
 
 
@@ -142,7 +168,13 @@ def headline(task: str, task_metrics: Mapping[str, Any]) -> str | None:
         if not m:
             continue
         auroc = m.get("auroc") or {}
-        if auroc.get("value") is not None:
+        if auroc.get("value") is None:
+            continue
+        counts = class_counts(m)
+        if too_few(m) and counts:
+            parts.append(f"{split} AUROC {_num(auroc['value'])} (n = {m.get('n')}, {counts[0]} positive and "
+                         f"{counts[1]} negative: too few for an interval)")
+        else:
             parts.append(f"{split} AUROC {_num(auroc['value'])} {_ci(auroc.get('delong_ci'))} (n = {m.get('n')})")
     return f"{task}: " + "; ".join(parts) if parts else None
 
@@ -190,11 +222,8 @@ def render_head_report(
             auroc = row.get("auroc") or {}
             centres.append({"task": task, "split": row.get("split"), "center": row.get("center"), "n": row.get("n"),
                             "prevalence": row.get("prevalence"), "auroc": auroc.get("value"),
-                            "ci": auroc.get("delong_ci")})
+                            "ci": "not estimable" if too_few(row) else auroc.get("delong_ci")})
     warnings = list(flow.get("warnings", []))
-    if flow.get("grouping") == "none":
-        warnings.append("Grouping by patient was impossible (the cohort has no patient ids): samples of one "
-                        "patient may sit in different splits, so these estimates may be optimistic.")
     training = {}
     if head_info:
         for key in ("best_epoch", "epochs_run", "monitor", "best_metric", "n_excluded", "seconds"):
