@@ -10,6 +10,12 @@ of ingest time into decode / transform / compress / write; (5) ingest with 1 and
 the speed-up; (6) re-ingest after appending ``--new-share`` of the series, reusing the previous
 ingest, against a full conversion. The synthetic files are cached under --data (default: a folder in the temp dir keyed
 by the parameters), so a rerun skips writing them.
+
+    .venv/bin/python bench/ingest.py --nifti              # 60 CT volumes of 64×256² as .nii.gz, kind volume
+
+With ``--nifti`` it measures volumes instead: (1) volumes/s of a bare SimpleITK loop
+(``GetArrayFromImage(ReadImage(f))``) over the same files on the same cores, (2) ``ingest_modality``
+(kind ``volume``, ``--volume-size``), (3) their ratio.
 """
 
 from __future__ import annotations
@@ -91,6 +97,68 @@ def run_ingest(dirs: list[Path], root: Path, out: Path, size: int, cores: int, c
     return summary, summary.n_slices / wall, (out / f"ct-{compression}.h5").stat().st_size
 
 
+def make_nifti(folder: Path, volumes: int, depth: int, size: int) -> list[Path]:
+    """``volumes`` int16 CT volumes (chest phantom + noise) as .nii.gz, written once through SimpleITK."""
+    import SimpleITK as sitk
+
+    files = [folder / f"vol{i:03d}.nii.gz" for i in range(volumes)]
+    if (folder / ".complete").exists():
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    base = study_volume(rng, size, depth, 0.0, ["left"], range(depth // 3, depth // 2), True)
+    for f in files:
+        img = sitk.GetImageFromArray(np.clip(base + rng.normal(0, 15, base.shape), -1024, 3071).astype(np.int16))
+        img.SetSpacing((0.7, 0.7, 2.5))
+        sitk.WriteImage(img, str(f))
+    (folder / ".complete").touch()
+    return files
+
+
+def _sitk_share(files: list[str]) -> int:
+    import SimpleITK as sitk
+
+    for f in files:
+        sitk.GetArrayFromImage(sitk.ReadImage(f))
+    return len(files)
+
+
+def nifti_case(args) -> None:
+    data = args.data or Path(tempfile.gettempdir()) / f"medflow-bench-nifti-{args.volumes}x{args.depth}x{args.nifti_size}"
+    files = make_nifti(data, args.volumes, args.depth, args.nifti_size)
+    shares = [list(map(str, files[i::args.cores])) for i in range(args.cores)]
+    _sitk_share(list(map(str, files)))  # warm the page cache
+    size = [args.depth // 2, args.volume_size, args.volume_size]
+    names = [f.name for f in files]
+    manifest = pd.DataFrame({"sample_id": names, "patient_id": names, "center": "A", "ct": names})
+    out = Path(tempfile.mkdtemp(prefix="medflow-bench-out-"))
+    pairs = []
+    with mp.get_context("fork").Pool(args.cores) as pool:
+        pool.map(abs, range(args.cores))
+        for _ in range(args.repeat):  # side by side, so drift in the machine's speed hits both alike
+            t0 = time.perf_counter()
+            bare = sum(pool.map(_sitk_share, shares, chunksize=1)) / (time.perf_counter() - t0)
+            (out / "ct.h5").unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            summary = ingest_modality(manifest, data, "ct", {"kind": "volume", "size": size}, out / "ct.h5",
+                                      out / "ct.problems.csv", threads=args.cores, compression=args.compression,
+                                      compression_level=args.level, progress=False)
+            pairs.append((bare, summary.n_ok / (time.perf_counter() - t0)))
+            assert summary.n_problems == 0, f"see {out / 'ct.problems.csv'}"
+    ratios = sorted(i / b for b, i in pairs)
+    label = f"{args.compression}-{args.level}" if args.compression == "gzip" else args.compression
+    print(f"data: {len(files)} .nii.gz volumes of {args.depth}×{args.nifti_size}² int16 in {data}; cores {args.cores}")
+    print(f"(1) bare SimpleITK loop (GetArrayFromImage(ReadImage(f)), {args.cores} processes): "
+          f"{max(p[0] for p in pairs):,.2f} volumes/s (best of {args.repeat})")
+    print(f"(2) ingest (kind volume → {'×'.join(map(str, size))}, {label}): {max(p[1] for p in pairs):,.2f} volumes/s")
+    print(f"(3) ratio ingest / bare loop: {ratios[len(ratios) // 2]:.2f} (median of {args.repeat} side-by-side pairs; "
+          f"range {ratios[0]:.2f}–{ratios[-1]:.2f})")
+    s = summary.seconds
+    print(f"(4) split (worker CPU s summed, parent write s): decode {s['decode']:.2f}, transform {s['transform']:.2f}, "
+          f"compress {s['compress']:.2f}, write {s['write']:.2f}; wall {s['wall']:.2f}")
+    shutil.rmtree(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="folder for the synthetic series (reused when complete)")
@@ -104,8 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=5, help="best of N runs for every figure")
     p.add_argument("--new-share", type=float, default=0.1, help="share of series appended for figure (6)")
+    p.add_argument("--nifti", action="store_true", help="the NIfTI volume case instead (see above)")
+    p.add_argument("--volumes", type=int, default=60, help="--nifti: number of volumes")
+    p.add_argument("--depth", type=int, default=64, help="--nifti: slices per volume")
+    p.add_argument("--nifti-size", type=int, default=256, help="--nifti: rows = columns of the volumes")
+    p.add_argument("--volume-size", type=int, default=128, help="--nifti: output rows = columns (depth halved)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.nifti:
+        nifti_case(args)
+        return
 
     data = args.data or Path(tempfile.gettempdir()) / (
         f"medflow-bench-ingest-{args.series}x{args.slices}x{args.input_size}-{args.transfer_syntax}"

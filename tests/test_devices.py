@@ -463,3 +463,20 @@ def test_a_lock_file_this_user_cannot_write_is_an_understandable_error(
         seen = f"LockDirError {failure.value}"
     assert seen.startswith(f"LockDirError cannot open GPU lock file {lock_path(lock_dir, '0')} for writing"), seen
     assert f"chmod 666 {lock_path(lock_dir, '0')}" in seen
+
+
+def test_loader_workers_follow_the_job_threads_on_a_gpu_only():
+    import torch
+
+    from medflow.train.devices import loader_workers
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)
+        assert loader_workers(None, "cuda") == 7  # every thread but the training loop's
+        assert loader_workers(None, "cpu") == 2  # the CPU computes with the job's threads
+        assert loader_workers(3, "cuda") == 3 and loader_workers(0, "cpu") == 0  # train.workers wins
+        torch.set_num_threads(1)
+        assert loader_workers(None, "cuda") == 2
+    finally:
+        torch.set_num_threads(before)

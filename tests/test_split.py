@@ -87,3 +87,17 @@ def test_check_grouping_catches_a_leak():
     leaky = pd.DataFrame({"patient_id": ["p", "p"], "split": ["train", "test"], "fold": [-1, -1]})
     with pytest.raises(SplitError, match="appear in several splits"):
         check_grouping(leaky)
+
+
+def test_a_cohort_whose_every_patient_has_a_fixed_split_is_split_as_fixed():
+    """Importers of the seeds' own folders fix every split (train/valid/itest/etest folders)."""
+    import pandas as pd
+
+    from medflow.split import make_splits
+
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(8)], "patient_id": [f"p{i}" for i in range(8)],
+                             "center": "A", "y": [0, 1] * 4,
+                             "split": ["train", "train", "train", "train", "val", "val", "test", "test"]})
+    splits = make_splits(manifest, label="y", fractions={"train": 0.7, "val": 0.15, "test": 0.15}, folds=2)
+    assert splits["split"].tolist() == manifest["split"].tolist()
+    assert sorted(splits.loc[splits["split"] == "train", "fold"]) == [0, 0, 1, 1]

@@ -34,6 +34,7 @@ DOCUMENTED = {
     "results/{study}/stage1/{model}/fold{k}/": LAYOUT.model_dir("{study}", "stage1", "{model}", "{k}") + "/",
     "results/{study}/features/{model}.h5": LAYOUT.features("{study}", "{model}"),
     "results/{study}/features/{encoder}.h5": LAYOUT.features("{study}", "{encoder}"),
+    "results/{study}/features/{model}.csv": LAYOUT.features_csv("{study}", "{model}"),
     "results/{study}/stage2/{head}/predictions.csv": LAYOUT.predictions("{study}", "stage2", "{head}"),
     "results/{study}/stage2/{head}/head.json": LAYOUT.head_file("{study}", "{head}", "head.json"),
     "results/{study}/stage2/{head}/excluded.csv": LAYOUT.head_file("{study}", "{head}", "excluded.csv"),
@@ -288,3 +289,18 @@ def test_an_importer_gets_its_cohort_settings_as_options_and_nothing_else():
     assert p.import_options(wildcards(study="lnmc")) == {"encoding": "gb18030"}
     p.studies["lnmc"]["window_hours"] = 48
     assert p.import_options(wildcards(study="lnmc")) == {"encoding": "gb18030", "window_hours": 48}
+
+
+def test_training_threads_follow_the_gpus_a_job_uses():
+    """On a GPU machine a training job gets threads_per_gpu per GPU (its loader workers follow them);
+    without GPU requests it keeps 2, so CPU runs are scheduled as before."""
+    wc = wildcards(study="lnmc", model=MODEL)
+    assert plan(TINY).stage1_threads(wc) == 2
+    assert plan(TINY, request_gpus=True).stage1_threads(wc) == 8
+
+    def two_gpus(config):
+        config["threads_per_gpu"] = 6
+        config["studies"]["lnmc"]["stage1"][MODEL]["gpus"] = 2
+
+    assert plan(TINY, two_gpus, request_gpus=True).stage1_threads(wc) == 12
+    assert plan(TINY, two_gpus, request_gpus=True).inference_threads(wc) == 6  # inference uses one GPU

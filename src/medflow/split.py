@@ -82,7 +82,9 @@ def make_splits(
     names = ("train", "val", "test")
     shares = [float(fractions[n]) for n in names]
     free = patients["split"].isna()
-    strata = patients.loc[free, ["center", "label"]].astype(str).agg("|".join, axis=1)
+    # every patient fixed (an importer of a seed's split folders): nothing to cut, and agg over an
+    # empty frame would give a frame, not the series of strata
+    strata = patients.loc[free, ["center", "label"]].astype(str).agg("|".join, axis=1) if free.any() else pd.Series(dtype=str)
     for _, members in strata.groupby(strata, sort=True):
         ids = members.index.to_numpy()
         ids = ids[rng.permutation(len(ids))]

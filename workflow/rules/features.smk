@@ -13,7 +13,7 @@ rule features:
         spec=lambda wc: spec_for("train", PLAN.stage1_spec(wc)),
         label=PLAN.stage1_label,
         stage=STAGE_VERSIONS["features"],
-    threads: 2
+    threads: PLAN.inference_threads
     resources:
         mem_mb=memory_mb(8000),
         runtime=240,
@@ -48,3 +48,23 @@ rule encode:
         ENV
     script:
         "../scripts/encode.py"
+
+
+rule features_csv:
+    """On request only (no study target needs it): a network's feature vectors as CSV for R, SPSS or
+    a spreadsheet, one row per sample (per slice for slice stacks) with its patient and split."""
+    input:
+        features=LAYOUT.features("{study}", "{model}"),
+        splits=LAYOUT.splits("{study}"),
+    output:
+        csv=LAYOUT.features_csv("{study}", "{model}"),
+    threads: 1
+    resources:
+        mem_mb=memory_mb(2000),
+        runtime=30,
+    log:
+        LAYOUT.log("{study}", "features_csv_{model}"),
+    conda:
+        ENV
+    script:
+        "../scripts/features_csv.py"

@@ -14,6 +14,7 @@ rule report:
         spec=PLAN.model_spec,
         label=PLAN.model_label,
         study=lambda wc: report_view(PLAN.studies[wc.study]),
+        modalities=PLAN.model_modalities,
         reference_names=PLAN.references,
         n_boot=EVALUATION["bootstrap"],
         seed=EVALUATION["seed"],
@@ -46,6 +47,7 @@ rule study_report:
         kinds=lambda wc: list(PLAN.models[wc.study].values()),
         label=lambda wc: stratify_label(PLAN.studies[wc.study]),
         study=lambda wc: report_view(PLAN.studies[wc.study]),
+        modalities=PLAN.study_modalities,
         stage=STAGE_VERSIONS["report"],
     threads: 1
     resources:

@@ -14,7 +14,7 @@ rule pretrain_stage1:
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
         model=names_regex(PLAN.stage1_models(folds=False)),
-    threads: 2
+    threads: PLAN.stage1_threads
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
@@ -45,7 +45,7 @@ rule pretrain_fold:
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
         model=names_regex(PLAN.stage1_models(folds=True)),
-    threads: 2
+    threads: PLAN.stage1_threads
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
@@ -77,7 +77,7 @@ rule train_stage1:
         stage=STAGE_VERSIONS["stage1"],
     wildcard_constraints:
         model=names_regex(PLAN.stage1_models(folds=False)),
-    threads: 2
+    threads: PLAN.stage1_threads
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,
@@ -106,7 +106,7 @@ rule train_fold:
         label=PLAN.stage1_label,
         fold=lambda wc: int(wc.fold),
         stage=STAGE_VERSIONS["stage1"],
-    threads: 2
+    threads: PLAN.stage1_threads
     resources:
         mem_mb=memory_mb(8000),
         runtime=1440,

@@ -27,4 +27,6 @@ with rule_log(smk.log[0]):
         image_model=(smk.input.ingest, smk.input.model) if smk.params.kind == "stage1" else None,
         n_boot=smk.params.n_boot,
         seed=smk.params.seed,
+        oracle=smk.input.get("oracle"),
+        modalities=list(smk.params.modalities),
     )

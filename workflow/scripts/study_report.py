@@ -22,4 +22,6 @@ with rule_log(smk.log[0]):
         label=smk.params.label,
         cohort_info=smk.input.cohort,
         problems=list(smk.input.problems),
+        oracle=smk.input.get("oracle"),
+        modalities=dict(smk.params.modalities),
     )

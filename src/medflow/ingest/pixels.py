@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medflow.ingest.h5out import ChunkEncoder, spool_write
-from medflow.io import dicom_read, dicom_series, images
+from medflow.io import dicom_read, dicom_series, images, volume_files
 from medflow.problems import InputProblem, Problem
 
 
@@ -122,7 +122,8 @@ def _volume(task: Task, enc: ChunkEncoder) -> SampleResult:
     size = [int(s) for s in task.spec["size"]]
     t0 = time.perf_counter()
     vol = images.read_volume(Path(task.path))
-    mask = images.read_mask(Path(task.mask)) if task.mask else None
+    mask_vol = images.read_mask_volume(Path(task.mask)) if task.mask else None
+    mask = None if mask_vol is None else mask_vol.pixels
     t1 = time.perf_counter()
     shape = vol.pixels.shape
     if mask is not None and mask.shape != shape:
@@ -130,6 +131,8 @@ def _volume(task: Task, enc: ChunkEncoder) -> SampleResult:
             f"mask {Path(task.mask).name} has shape {mask.shape} but the image is {shape} (D×H×W before resizing)",
             task.mask,
         )
+    if mask_vol is not None and (differs := volume_files.mask_mismatch(vol.geometry, mask_vol.geometry)):
+        raise InputProblem(f"mask {Path(task.mask).name} does not lie on its image: {'; '.join(differs)}", task.mask)
     pixels = images.resize3d_linear(vol.pixels, size)
     chunks = {"images": []}
     spacing = images.scaled_spacing(vol.spacing, shape, size) if vol.spacing is not None else None

@@ -27,6 +27,7 @@ import numpy as np
 
 import medflow
 from medflow.ingest.pixels import Task
+from medflow.io import volume_files
 from medflow.io.hashing import sha256_json
 from medflow.stages import STAGE_VERSIONS
 
@@ -109,13 +110,18 @@ def _task_fingerprints(task: Task, root: Path) -> list[str]:
         return [""] * len(task.order)
     if task.kind == "patches":  # the container as a whole: a rewritten container re-decodes all its rows
         return [_digest(main, f"#{r}") for r in task.rows]
-    parts = [main]
+    parts = [main, *_data_files(Path(task.path))]
     if task.mask:
         mask = _listing(Path(task.mask), "mask " + os.path.relpath(task.mask, root))
         if mask is None:
             return [""]
-        parts.append(mask)
+        parts += [mask, *_data_files(Path(task.mask))]
     return [_digest(*parts)]
+
+
+def _data_files(path: Path) -> list[str]:
+    """The listing of the data file a detached header (.mhd, .nhdr) names: a rewritten .raw re-decodes."""
+    return [_listing(data, "data " + data.name) or "missing" for data in volume_files.companion_files(path)]
 
 
 def fingerprints(tasks: list[Task], root: Path) -> dict[int, str]:

@@ -47,3 +47,34 @@ def read_features(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray |
         ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["sample_id"][:]]
         offsets = f["offsets"][:] if "offsets" in f else None
         return ids, f["features"][:], offsets
+
+
+def features_to_csv(features_path: str | Path, splits_path: str | Path, out_path: str | Path) -> int:
+    """The features file as one CSV row per sample (per slice for slice stacks, with its index in
+    the stack): ``sample_id, patient_id, split[, slice], f0, f1, …``; ids as written in splits.csv.
+    Nothing but ids and numbers goes in (no paths). Returns the number of rows."""
+    import pandas as pd
+
+    from medflow.io.contracts import read_contract_csv, write_contract_csv
+
+    ids, feats, offsets = read_features(features_path)
+    splits = read_contract_csv(splits_path).set_index("sample_id")
+    missing = [s for s in ids if s not in splits.index]
+    if missing:
+        raise ValueError(f"{len(missing)} sample(s) of the features file are not in splits.csv, e.g. {missing[0]!r}")
+    if offsets is None:
+        rows, index = np.asarray(ids, dtype=object), None
+    else:
+        counts = np.diff(offsets)
+        rows = np.repeat(np.asarray(ids, dtype=object), counts)
+        index = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.zeros(0, np.int64)
+    frame = pd.DataFrame({
+        "sample_id": rows,
+        "patient_id": splits.loc[rows, "patient_id"].to_numpy(dtype=object) if len(rows) else [],
+        "split": splits.loc[rows, "split"].to_numpy(dtype=object) if len(rows) else [],
+    })
+    if index is not None:
+        frame["slice"] = index.astype(np.int64)
+    values = pd.DataFrame(feats, columns=[f"f{j}" for j in range(feats.shape[1])])
+    write_contract_csv(pd.concat([frame, values], axis=1), out_path)
+    return len(frame)

@@ -1,5 +1,6 @@
-"""Read 2D images (PNG/JPEG/TIFF/BMP/DICOM), volumes (DICOM series or folder, .npy/.npz) and
-``container.hdf5#row`` references, and resize them.
+"""Read 2D images (PNG/JPEG/TIFF/BMP/DICOM), volumes (DICOM series or folder, .npy/.npz, and
+NIfTI/NRRD/MetaImage through :mod:`medflow.io.volume_files`, whose docstring states the one array
+orientation of every volume) and ``container.hdf5#row`` references, and resize them.
 
 Readers raise :class:`~medflow.problems.InputProblem` with a reason a user can act on.
 Resizing: area averaging when shrinking and bilinear when enlarging for 2D (OpenCV), separable
@@ -16,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medflow.io import dicom_read, dicom_series
+from medflow.io import dicom_read, dicom_series, volume_files
 from medflow.problems import InputProblem
 
 CONTAINER_SEP = "#"
@@ -36,9 +37,16 @@ class Image2D:
 
 @dataclass
 class Volume:
-    pixels: np.ndarray  # float32 D×H×W
+    pixels: np.ndarray  # float32 D×H×W (uint8 for a mask read by read_mask_volume)
     spacing: tuple[float, float, float] | None  # (slice, row, column) mm
     units: str
+    origin: tuple[float, float, float] | None = None  # LPS mm of voxel [0, 0, 0]; None when unknown
+    direction: tuple[tuple[float, float, float], ...] | None = None  # LPS unit vector of each array axis
+
+    @property
+    def geometry(self) -> tuple:
+        """(shape, spacing, origin, direction), as :func:`volume_files.mask_mismatch` compares them."""
+        return self.pixels.shape, self.spacing, self.origin, self.direction
 
 
 # ------------------------------------------------------------------------------------------- resize
@@ -81,9 +89,23 @@ def _linear_axis(arr: np.ndarray, axis: int, n: int) -> np.ndarray:
     shape = [1] * arr.ndim
     shape[axis] = n
     wt = wt.reshape(shape)
-    a0 = np.take(arr, i0, axis=axis)
-    a1 = np.take(arr, i1, axis=axis)
-    return a0 + (a1 - a0) * wt
+    a0 = _pick(arr, axis, i0)
+    a1 = _pick(arr, axis, i1)
+    out = np.subtract(a1, a0)  # a0 + (a1 - a0) * wt, in place (the same float32 operations)
+    out *= wt
+    out += a0
+    return out
+
+
+def _pick(arr: np.ndarray, axis: int, idx: np.ndarray) -> np.ndarray:
+    """``np.take(arr, idx, axis)``, as a strided view where ``idx`` is evenly spaced (no copy)."""
+    if len(idx) > 1:
+        step = int(idx[1] - idx[0])
+        if step > 0 and np.all(np.diff(idx) == step):
+            index = [slice(None)] * arr.ndim
+            index[axis] = slice(int(idx[0]), int(idx[-1]) + 1, step)
+            return arr[tuple(index)]
+    return np.take(arr, idx, axis=axis)
 
 
 def resize3d_linear(vol: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -232,7 +254,9 @@ def _dicom_volume(path: Path) -> Volume:
             return _dicom_volume(files[0])
         series = dicom_series.read_series(path, lambda stored, ds: dicom_read.modality_values(stored, ds))
         vol = np.stack([s.pixels for s in series.slices]).astype(np.float32)
-        return Volume(pixels=vol, spacing=series.spacing, units=series.units)
+        origin, direction = volume_files.series_geometry(series)
+        vol, spacing, origin, direction = volume_files.to_convention(vol, series.spacing, origin, direction)
+        return Volume(pixels=vol, spacing=spacing, units=series.units, origin=origin, direction=direction)
     img = dicom_read.read_image(path, multiframe="accept")
     arr = img.pixels
     if img.colour:
@@ -245,11 +269,21 @@ def _dicom_volume(path: Path) -> Volume:
     return Volume(pixels=np.ascontiguousarray(arr, dtype=np.float32), spacing=spacing, units=img.units)
 
 
+def _file_volume(path: Path, *, mask: bool = False) -> Volume:
+    arr, spacing, origin, direction = volume_files.read_file(path, mask=mask)
+    arr, spacing, origin, direction = volume_files.to_convention(arr, spacing, origin, direction)
+    return Volume(pixels=arr, spacing=spacing, units="raw", origin=origin, direction=direction)
+
+
 def read_volume(path: Path) -> Volume:
-    """A volume (D×H×W float32, before resizing) from a DICOM series/multi-frame file or .npy/.npz."""
+    """A volume (D×H×W float32, before resizing) from a DICOM series/multi-frame file, a NIfTI/NRRD/
+    MetaImage file or .npy/.npz, with the geometry it carries (none for .npy/.npz), in the orientation
+    of :mod:`medflow.io.volume_files`."""
     path = Path(path)
     if not path.exists():
         raise InputProblem(f"file not found: {path}", path)
+    if path.is_file() and volume_files.file_format(path):
+        return _file_volume(path)
     if path.is_file() and path.suffix.lower() in NUMPY_SUFFIXES:
         arr = _load_numpy(path, NPZ_KEYS)
         if arr.ndim != 3:
@@ -261,19 +295,33 @@ def read_volume(path: Path) -> Volume:
     if path.is_dir() or _looks_like_dicom(path):
         return _dicom_volume(path)
     raise InputProblem(
-        f"{path.name}: a volume must be a DICOM series folder, a DICOM file or a .npy/.npz array", path
+        f"{path.name}: a volume must be a DICOM series folder, a DICOM file, a NIfTI (.nii, .nii.gz), NRRD "
+        f"(.nrrd), MetaImage (.mha, .mhd) file or a .npy/.npz array",
+        path,
     )
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A label mask (.npy/.npz or DICOM) as uint8; values must be integers in 0..255."""
+    """A label mask (.npy/.npz, NIfTI/NRRD/MetaImage or DICOM) as uint8; values must be integers in 0..255."""
+    return read_mask_volume(path).pixels
+
+
+def read_mask_volume(path: Path) -> Volume:
+    """:func:`read_mask` with the geometry the mask file carries (none for .npy/.npz)."""
     path = Path(path)
     if not path.exists():
         raise InputProblem(f"mask file not found: {path}", path)
     if path.is_file() and path.suffix.lower() in NUMPY_SUFFIXES:
-        arr = _load_numpy(path, MASK_NPZ_KEYS)
+        vol = Volume(pixels=_load_numpy(path, MASK_NPZ_KEYS), spacing=None, units="raw")
+    elif path.is_file() and volume_files.file_format(path):
+        vol = _file_volume(path, mask=True)
     else:
-        arr = read_volume(path).pixels
+        vol = read_volume(path)
+    vol.pixels = _mask_labels(vol.pixels, path)
+    return vol
+
+
+def _mask_labels(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     if not np.all(np.isfinite(arr)) or np.any(arr != np.rint(arr)) or arr.min(initial=0) < 0 or arr.max(initial=0) > 255:

@@ -14,6 +14,7 @@ import pandas as pd
 from medflow.evaluate.compare import compare_heads
 from medflow.io.contracts import read_contract_csv
 from medflow.report.context import cohort_flow, provenance
+from medflow.report.oracle import load_oracle, oracle_auc
 from medflow.report.render import (
     overview_cell,
     overview_columns,
@@ -83,8 +84,12 @@ def build_head_report(
     image_model: tuple[str | Path, str | Path] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    oracle: str | Path | None = None,
+    modalities: Sequence[str] = (),
 ) -> Path:
-    """``image_model``: (ingest file, model.pt) of an image network, for Grad-CAM overlays."""
+    """``image_model``: (ingest file, model.pt) of an image network, for Grad-CAM overlays;
+    ``oracle``: a demo cohort's oracle.json, whose AUROC for the model's ``modalities`` the page
+    shows beside the model's."""
     frame = read_predictions(predictions)
     cam = None
     if image_model is not None:
@@ -107,16 +112,23 @@ def build_head_report(
         provenance=provenance(config=config, manifest=manifest, predictions=predictions, run_seconds=run_seconds),
         head_info=info, history=history_frame,
         comparisons=comparisons(frame, references or {}, n_boot=n_boot, seed=seed), n_boot=n_boot,
-        gradcam=cam,
+        gradcam=cam, oracles=_oracles(modalities, json.loads(Path(metrics).read_text()), load_oracle(oracle)),
     )
 
 
-def summary_rows(name: str, kind: str, metrics: Mapping[str, Any], link: str) -> list[dict[str, Any]]:
-    """One study-page row per task of a model: the cells of :func:`overview_columns`."""
+def _oracles(modalities: Sequence[str], metrics: Mapping[str, Any],
+             oracle: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """task → the oracle AUROC of a model reading ``modalities`` (None without an oracle.json)."""
+    return {task: oracle_auc(oracle, task, set(modalities)) for task in metrics.get("tasks", {})}
+
+
+def summary_rows(name: str, kind: str, metrics: Mapping[str, Any], link: str,
+                 oracles: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """One study-page row per task of a model: the cells of :func:`overview_columns` (and its oracle)."""
     rows = []
     for task, task_metrics in metrics.get("tasks", {}).items():
         splits = task_metrics.get("splits", {})
-        rows.append({"name": name, "kind": kind, "task": task, "link": link,
+        rows.append({"name": name, "kind": kind, "task": task, "link": link, "oracle": (oracles or {}).get(task),
                      "cells": [overview_cell(column, splits.get(split) or {}) for split, column in overview_columns()]})
     return rows
 
@@ -133,11 +145,17 @@ def build_study_report(
     label: str,
     cohort_info: str | Path | None = None,
     problems: Sequence[str | Path] = (),
+    oracle: str | Path | None = None,
+    modalities: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
-    """``models``: name → (kind, metrics.json, predictions.csv)."""
+    """``models``: name → (kind, metrics.json, predictions.csv); ``oracle``: a demo cohort's
+    oracle.json and ``modalities`` (model → the modalities it reads) its AUROC per model."""
     summaries = []
+    known = load_oracle(oracle)
     for name, (kind, metrics_path, _predictions) in models.items():
-        summaries += summary_rows(name, kind, json.loads(Path(metrics_path).read_text()), page_link(f"{name}_report.html"))
+        metrics = json.loads(Path(metrics_path).read_text())
+        summaries += summary_rows(name, kind, metrics, page_link(f"{name}_report.html"),
+                                  _oracles((modalities or {}).get(name, ()), metrics, known))
     flow = cohort_flow(manifest, splits, label, problems=problems, cohort_info=cohort_info)
     first = next(iter(models.values()))[2] if models else manifest
     return render_study_report(

@@ -161,7 +161,7 @@ def task_figures(task: str, task_metrics: Mapping[str, Any], predictions: pd.Dat
     return out
 
 
-def headline(task: str, task_metrics: Mapping[str, Any]) -> str | None:
+def headline(task: str, task_metrics: Mapping[str, Any], oracle: float | None = None) -> str | None:
     parts = []
     for split in ("test", "external"):
         m = task_metrics.get("splits", {}).get(split)
@@ -176,6 +176,8 @@ def headline(task: str, task_metrics: Mapping[str, Any]) -> str | None:
                          f"{counts[1]} negative: too few for an interval)")
         else:
             parts.append(f"{split} AUROC {_num(auroc['value'])} {_ci(auroc.get('delong_ci'))} (n = {m.get('n')})")
+    if parts and oracle is not None:  # a demo cohort: the best its planted signal allows
+        parts.append(f"oracle {_num(oracle)}")
     return f"{task}: " + "; ".join(parts) if parts else None
 
 
@@ -211,6 +213,7 @@ def render_head_report(
     comparisons: Sequence[Mapping[str, Any]] = (),
     n_boot: int = 1000,
     gradcam: str | None = None,
+    oracles: Mapping[str, float | None] | None = None,
 ) -> Path:
     tasks = []
     centres = []
@@ -247,7 +250,8 @@ def render_head_report(
                                                               "auc": row["auc_b"], "ci": None}
         rows = [r for r in forest.values() if r["auc"] is not None]
         figs["comparison"] = figures.comparison_figure(rows) if rows else None
-    headlines = [h for h in (headline(t, m) for t, m in metrics.get("tasks", {}).items()) if h]
+    oracles = oracles or {}
+    headlines = [h for h in (headline(t, m, oracles.get(t)) for t, m in metrics.get("tasks", {}).items()) if h]
     for split, loss in (metrics.get("rsna_weighted_log_loss") or {}).items():
         headlines.append(f"RSNA-STR PE weighted log loss ({split}, {loss.get('n_studies')} studies): "
                          f"{_num(loss.get('loss'), 4)} (exam part {_num(loss.get('exam_loss'), 4)}, "
@@ -288,10 +292,11 @@ def render_study_report(
     out_path: str | Path, *, study_name: str, study: Mapping[str, Any], summaries: Sequence[Mapping[str, Any]],
     flow: Mapping[str, Any], provenance: Mapping[str, Any],
 ) -> Path:
-    """All models of a study side by side: AUROC with CIs per task and split, with links to each report."""
+    """All models of a study side by side: AUROC with CIs per task and split, with links to each report
+    (and, for a demo cohort, the oracle AUROC of each model's modalities)."""
     page = environment().get_template("study.html.j2").render(
         css=css(), study=study_name, description=study.get("description", ""), summaries=list(summaries),
-        columns=overview_columns(),
+        columns=overview_columns(), with_oracle=any(row.get("oracle") is not None for row in summaries),
         flow=flow, provenance=provenance, split_text=split_text(study, flow.get("grouping", "patient")),
     )
     with atomic_path(out_path) as tmp:

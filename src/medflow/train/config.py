@@ -42,7 +42,7 @@ class TrainConfig:
     monitor: str = "val_auc"
     amp: str = "auto"
     grad_clip: float = 0.0
-    workers: int = 2
+    workers: int | None = None  # None: devices.loader_workers decides from the device and the job's threads
     seed: int = 0
     max_steps: int = 0
     bn_recalibrate: int = 0

@@ -101,6 +101,20 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def loader_workers(requested: int | None, device_type: str) -> int:
+    """DataLoader workers of a training job: ``train.workers`` when set; on a GPU every thread the
+    job was given but the training loop's (a GPU waits on decoding and augmentation, so they follow
+    the cores: ``threads_per_gpu`` in the config); on the CPU 2, as the job's threads do the compute
+    (and CPU runs stay identical to earlier ones)."""
+    if requested is not None:
+        return int(requested)
+    if device_type != "cuda":
+        return 2
+    import torch
+
+    return max(2, torch.get_num_threads() - 1)
+
+
 def set_threads(n: int, env: MutableMapping[str, str] | None = None) -> None:
     """Use ``n`` threads in torch and tell child processes (OpenMP/MKL read these at start)."""
     import torch

@@ -37,6 +37,7 @@ from medflow.io.hashing import sha256_file
 from medflow.models import Classifier, ProjectionHead, build_model, load_weights, nt_xent_loss, supcon_loss
 from medflow.stages import STAGE_VERSIONS
 from medflow.train.config import TrainConfig
+from medflow.train.devices import loader_workers
 from medflow.train.engine import StepOutput, Trainer, auto_pos_weight, bce_step, seed_everything
 from medflow.train.inference import feature_vectors, probabilities, run_inference
 
@@ -245,12 +246,13 @@ def train(
     # one process draws its epochs like rank 0 of 1, so a data-parallel run sees the same batches
     sampler = ShardSampler(len(train_set), rank=rank, world_size=world_size, seed=cfg.seed, base=sampler)
     pin = device.type == "cuda"
+    workers = loader_workers(cfg.workers, device.type)
     train_loader = make_loader(train_set, batch_size=rank_batch_size(cfg.batch_size, world_size),
                                shuffle=False, seed=cfg.seed,
-                               workers=cfg.workers, sampler=sampler, drop_last=len(train_set) > cfg.batch_size,
+                               workers=workers, sampler=sampler, drop_last=len(train_set) > cfg.batch_size,
                                pin_memory=pin)
     val_loader = make_loader(val_set, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-                             workers=cfg.workers, pin_memory=pin, persistent=job != "pretrain")
+                             workers=workers, pin_memory=pin, persistent=job != "pretrain")
     print_key = fingerprint({"job": job, "spec": spec_for(job, spec), "label": label, "fold": fold,
                              "data": _data_key(data, splits_path), "stage": STAGE_VERSIONS["stage1"],
                              "encoder": sha256_file(encoder) if encoder else None})
@@ -298,7 +300,8 @@ def train_replicated(
 def _inference_loader(data: Stage1Data, spec: dict[str, Any], device: torch.device) -> tuple[Any, Any]:
     cfg = TrainConfig.from_mapping(spec.get("train"))
     dataset = make_dataset(data, data.table, spec, augment=False)
-    loader = make_loader(dataset, batch_size=cfg.batch_size * 2, shuffle=False, seed=0, workers=cfg.workers,
+    loader = make_loader(dataset, batch_size=cfg.batch_size * 2, shuffle=False, seed=0,
+                         workers=loader_workers(cfg.workers, device.type),
                          pin_memory=device.type == "cuda")
     return dataset, loader
 

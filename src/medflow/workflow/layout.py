@@ -80,6 +80,10 @@ class Layout:
         """Feature vectors of a stage-1 network or of an encoder (their names never clash: config check)."""
         return f"{self.results}/{study}/features/{name}.h5"
 
+    def features_csv(self, study: str, name: str) -> str:
+        """The feature vectors of a stage-1 network as CSV, built only when asked for by this path."""
+        return f"{self.results}/{study}/features/{name}.csv"
+
     def head_file(self, study: str, head: str, file: str) -> str:
         """A file a stage-2 head writes beside its predictions: ``head.json``, ``excluded.csv``,
         ``embeddings.h5`` (a unimodal EHR head's encoder output: the frozen input of early fusion) or

@@ -14,6 +14,7 @@ from typing import Any
 from medflow.cohort.importers import tracked_input
 from medflow.config import ingest_spec, modalities_of_kind
 from medflow.heads.specs import NEURAL_TYPES, expand_heads, input_files
+from medflow.report.oracle import model_modalities
 from medflow.report.targets import model_kinds, reference_models
 from medflow.study import IMAGE_KINDS, TABLE_KINDS, stratify_label
 from medflow.workflow.layout import Layout
@@ -51,6 +52,7 @@ class Plan:
         self.studies: Mapping[str, Any] = checked["studies"]
         self.layout = Layout(results=checked["results"], resources=checked["resources"])
         self.request_gpus = request_gpus
+        self.threads_per_gpu: int = checked["threads_per_gpu"]
         self.heads = {name: expand_heads(study) for name, study in self.studies.items()}
         # name → stage1/stage2: networks and heads share the report namespace of their study
         self.models = {name: model_kinds(study, self.heads[name]) for name, study in self.studies.items()}
@@ -189,6 +191,19 @@ class Plan:
     def stage1_gpus(self, wildcards: Wildcards) -> int:
         return self.stage1_ranks(wildcards) if self.request_gpus else 0
 
+    def stage1_threads(self, wildcards: Wildcards) -> int:
+        """Threads of a training job: ``threads_per_gpu`` for each GPU it trains on (its DataLoader
+        workers follow them, see devices.loader_workers), 2 where jobs request no GPU. Snakemake
+        gives a job at most ``--cores``."""
+        return self._threads(self.stage1_gpus(wildcards))
+
+    def inference_threads(self, wildcards: Wildcards) -> int:
+        """Threads of a feature-extraction job (one GPU at most)."""
+        return self._threads(self.stage1_inference_gpus(wildcards))
+
+    def _threads(self, gpus: int) -> int:
+        return self.threads_per_gpu * gpus if gpus else 2
+
     def stage1_inference_gpus(self, wildcards: Wildcards) -> int:
         """Feature extraction runs in one process: at most one GPU."""
         return min(1, self.stage1_gpus(wildcards))
@@ -271,6 +286,7 @@ class Plan:
             "manifest": layout.manifest(study),
             "cohort": layout.cohort_info(study),
             "problems": self._problem_files(study),
+            **self._oracle(study),
         }
         if stage == "stage2":
             out["info"] = layout.head_file(study, name, "head.json")
@@ -283,6 +299,20 @@ class Plan:
         out["references"] = [layout.predictions(study, self.models[study][r], r) for r in self.references(wildcards)]
         return out
 
+    def _oracle(self, study: str) -> dict[str, str]:
+        """A demo cohort's oracle.json, which the reports show beside each AUROC."""
+        return {"oracle": self.layout.oracle(study)} if self.studies[study]["cohort"]["source"] == "demo" else {}
+
+    def model_modalities(self, wildcards: Wildcards) -> list[str]:
+        """The modalities behind a model's predictions (its oracle's key)."""
+        study = self.studies[wildcards.study]
+        return sorted(model_modalities(study, self.heads[wildcards.study], wildcards.name))
+
+    def study_modalities(self, wildcards: Wildcards) -> dict[str, list[str]]:
+        study = self.studies[wildcards.study]
+        return {name: sorted(model_modalities(study, self.heads[wildcards.study], name))
+                for name in self.models[wildcards.study]}
+
     def study_report_inputs(self, wildcards: Wildcards) -> dict[str, str | list[str]]:
         study, models = wildcards.study, self.models[wildcards.study]
         layout = self.layout
@@ -293,6 +323,7 @@ class Plan:
             "manifest": layout.manifest(study),
             "cohort": layout.cohort_info(study),
             "problems": self._problem_files(study),
+            **self._oracle(study),
             # the pages it links to, so that this one target brings a whole study up to date
             "pages": [layout.model_report(study, name) for name in models],
         }

@@ -43,14 +43,16 @@ class Importer:
     """A registered importer.
 
     ``reads`` says what the cohort ``path`` (the ``source`` argument) is; ``tracked`` is the file,
-    relative to that path, whose change reruns the import (None: the path itself).
+    relative to that path, whose change reruns the import (None: the path itself). It may name an
+    option in braces (``"{labels}"``: the cohort's ``labels`` setting, else the option's default)
+    and be a tuple of alternatives, the first that exists being tracked (``.csv.gz`` or ``.csv``).
     """
 
     name: str
     func: Callable[..., Path]
     description: str
     reads: str
-    tracked: str | None
+    tracked: str | tuple[str, ...] | None
     options: tuple[Option, ...]
 
 
@@ -62,7 +64,7 @@ def register_importer(
     *,
     description: str,
     reads: str,
-    tracked: str | None = None,
+    tracked: str | tuple[str, ...] | None = None,
     options: Mapping[str, str] | None = None,
 ) -> Callable[[ImporterFunc], ImporterFunc]:
     """Decorator registering an importer under ``name`` (its ``cohort.source`` in the config).
@@ -114,8 +116,13 @@ def list_importers() -> list[str]:
 
 def tracked_input(source: str, cohort: Mapping[str, Any]) -> str:
     """The file the workflow tracks as the input of importing ``cohort`` (its ``path`` with ``source``)."""
-    tracked = get_importer(source).tracked
-    return cohort["path"] if tracked is None else str(Path(cohort["path"]) / tracked)
+    entry = get_importer(source)
+    if entry.tracked is None:
+        return cohort["path"]
+    values = {o.name: cohort.get(o.name, o.default) for o in entry.options}
+    names = [entry.tracked] if isinstance(entry.tracked, str) else list(entry.tracked)
+    candidates = [Path(cohort["path"]) / name.format(**values) for name in names]
+    return str(next((c for c in candidates if c.exists()), candidates[0]))
 
 
 def run_importer(name: str, source: str | Path, out_dir: str | Path, **options: Any) -> Path:
