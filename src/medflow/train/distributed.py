@@ -266,6 +266,9 @@ def run_rank(job_dir: Path) -> None:
         dist.init_process_group(job.backend or ("nccl" if cuda else "gloo"))
         try:
             value = job.fn(rank, world_size, *job.args)
+            # leave together: a rank that tears the group down while a peer is still in its last
+            # exchange can make gloo abort that peer ("terminate called without an active exception")
+            dist.barrier()
         finally:
             dist.destroy_process_group()
         if rank == 0:
