@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 import medflow
+from medflow.cohort.manifest import resolve_path
 from medflow.ingest import reuse
 from medflow.ingest.h5out import H5Sink, spool_read, utf8
 from medflow.ingest.pixels import SampleResult
 from medflow.ingest.pool import Runner, in_order
 from medflow.ingest.summary import IngestSummary, fail_on_problems
-from medflow.ingest.tasks import build_tasks, outside_window, resolve, split_bad_refs, take_reusable
+from medflow.ingest.tasks import build_tasks, outside_window, split_bad_refs, take_reusable
 from medflow.io.atomic import atomic_path
 from medflow.logs import progress_bar
 from medflow.problems import Problem, write_problems
@@ -200,7 +201,7 @@ def load_slice_labels(root: Path, spec: dict[str, Any]) -> tuple[dict[tuple[str,
     name = spec.get("slice_labels")
     if not name:
         return {}, None
-    path = resolve(root, name)
+    path = resolve_path(root, name)
     if not path.is_file():
         raise FileNotFoundError(f"slice_labels file {path} named in the config does not exist")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -10,17 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medflow.cohort.manifest import resolve_path
 from medflow.problems import InputProblem, Problem
 
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ("admission_id", "hours", "variable", "value")
 NOTE_NAME = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?|[+-]?\.\d+)(?:_|$)")
-
-
-def _resolve(root: Path, name: str) -> Path:
-    p = Path(name)
-    return p if p.is_absolute() else root / p
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -58,7 +54,7 @@ def table_cell(modality: str, spec: dict[str, Any]) -> str:
 def ingest_table(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[Problem], int]:
     """``table``: CSV keyed by sample_id → one typed row per manifest sample (manifest order)."""
     cell = table_cell(modality, spec)
-    path = _resolve(root, cell)
+    path = resolve_path(root, cell)
     frame = _read_csv(path)
     frame.columns = [str(c).strip() for c in frame.columns]
     if "sample_id" not in frame.columns:
@@ -95,7 +91,7 @@ def ingest_table(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[s
 def ingest_events(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[Problem], int]:
     """``events``: long CSV → ``sample_id, hours, variable, value, value_text`` within the window."""
     cell = table_cell(modality, spec)
-    path = _resolve(root, cell)
+    path = resolve_path(root, cell)
     frame = _read_csv(path)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
@@ -223,7 +219,7 @@ def ingest_notes(manifest: pd.DataFrame, root: Path, modality: str, spec: dict[s
         if cell is None or (isinstance(cell, float) and np.isnan(cell)) or pd.isna(cell) or str(cell).strip() == "":
             missing += 1
             continue
-        path = _resolve(root, str(cell).strip())
+        path = resolve_path(root, str(cell).strip())
         try:
             notes = read_notes(path)
         except InputProblem as exc:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medflow.cohort.manifest import resolve_path
 from medflow.ingest.pixels import SampleResult, Task
 from medflow.ingest.reuse import Previous
 from medflow.io.images import CONTAINER_SEP
@@ -25,12 +26,6 @@ def _cell(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def resolve(root: Path, value: str) -> Path:
-    """A manifest path cell relative to the cohort root (absolute ones stay as they are)."""
-    p = Path(value)
-    return p if p.is_absolute() else root / p
 
 
 def build_tasks(
@@ -58,7 +53,7 @@ def build_tasks(
             file_part, sep, row = cell.rpartition(CONTAINER_SEP)
             if not sep:
                 file_part, row = cell, "<none>"
-            path = str(resolve(root, file_part))
+            path = str(resolve_path(root, file_part))
             task = containers.get(path)
             if task is None:
                 task = containers[path] = Task(kind, [], [], path, file_part, light, compression, level, root=str(root))
@@ -73,8 +68,8 @@ def build_tasks(
             continue
         mask_cell = _cell(mask)
         tasks.append(
-            Task(kind, [i], [sid], str(resolve(root, cell)), cell, light, compression, level,
-                 mask=str(resolve(root, mask_cell)) if mask_cell else None, root=str(root))
+            Task(kind, [i], [sid], str(resolve_path(root, cell)), cell, light, compression, level,
+                 mask=str(resolve_path(root, mask_cell)) if mask_cell else None, root=str(root))
         )
     return tasks, missing
 
