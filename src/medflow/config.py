@@ -177,9 +177,12 @@ def _study_problems(name: str, study: dict[str, Any]) -> list[str]:
             want = 3 if kind == "volume" else 2
             if len(size) != want:
                 out.append(f"{where}.modalities.{mod}.size must have {want} numbers for kind {kind}, not {size}")
-        for key, kinds in (("mask", ("volume",)), ("slice_labels", ("slices",)), ("file", ("table", "events"))):
+        for key, kinds in (("mask", ("volume",)), ("mask_roi", ("volume",)), ("slice_labels", ("slices",)),
+                           ("file", ("table", "events"))):
             if key in spec and kind not in kinds:
                 out.append(f"{where}.modalities.{mod}.{key} is only allowed for kind {' or '.join(kinds)}")
+        if "mask_roi" in spec and "mask" not in spec:
+            out.append(f"{where}.modalities.{mod}.mask_roi needs a mask column (mask)")
         if "window" in spec and spec["window"][0] >= spec["window"][1]:
             out.append(f"{where}.modalities.{mod}.window must be [low, high] with low < high")
         if spec.get("mask") in modalities or spec.get("mask") in labels:

@@ -38,7 +38,7 @@ def build_tasks(
     mask_col = spec.get("mask") if kind == "volume" else None
     if mask_col and mask_col not in manifest.columns:
         raise ValueError(f"the manifest has no mask column {mask_col!r} (modality {modality!r})")
-    light = {k: spec[k] for k in ("size", "channels", "dataset", "units") if k in spec}
+    light = {k: spec[k] for k in ("size", "channels", "dataset", "units", "mask_roi") if k in spec}
     tasks: list[Task] = []
     containers: dict[str, Task] = {}
     missing = 0

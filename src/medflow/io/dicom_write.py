@@ -77,6 +77,9 @@ def _base_dataset(modality: str, sop_uid: str, patient: FakePatient, study_uid: 
     ds.PatientSex = patient.sex
     ds.InstitutionName = patient.institution
     ds.StudyDate = ds.SeriesDate = _dt.date(2020, 1, 1).strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = "120000"  # Type 2 in the General Study module (RT tools require them)
+    ds.StudyID = "1"
+    ds.AccessionNumber = ds.ReferringPhysicianName = ""  # Type 2: present, may be empty (highdicom copies them)
     ds.Manufacturer = "medflow synthetic"
     return ds
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medflow.io import dicom_read, dicom_series, volume_files
+from medflow.io import dicom_masks, dicom_read, dicom_series, volume_files
 from medflow.problems import InputProblem
 
 CONTAINER_SEP = "#"
@@ -306,11 +306,16 @@ def read_mask(path: Path) -> np.ndarray:
     return read_mask_volume(path).pixels
 
 
-def read_mask_volume(path: Path) -> Volume:
-    """:func:`read_mask` with the geometry the mask file carries (none for .npy/.npz)."""
+def read_mask_volume(path: Path, *, image: Path | None = None, roi: str | None = None) -> Volume:
+    """:func:`read_mask` with the geometry the mask file carries (none for .npy/.npz). A DICOM
+    RTSTRUCT or SEG is drawn on ``image`` (its series folder), ROIs/segments matching ``roi``
+    (:mod:`medflow.io.dicom_masks`)."""
     path = Path(path)
     if not path.exists():
         raise InputProblem(f"mask file not found: {path}", path)
+    if path.is_file() and (kind := dicom_masks.kind_of(path)):
+        arr, spacing, origin, direction = dicom_masks.read_mask(path, kind, image, roi)
+        return Volume(pixels=arr, spacing=spacing, units="raw", origin=origin, direction=direction)
     if path.is_file() and path.suffix.lower() in NUMPY_SUFFIXES:
         vol = Volume(pixels=_load_numpy(path, MASK_NPZ_KEYS), spacing=None, units="raw")
     elif path.is_file() and volume_files.file_format(path):
