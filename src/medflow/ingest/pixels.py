@@ -121,7 +121,7 @@ def _image(task: Task, enc: ChunkEncoder) -> SampleResult:
 def _volume(task: Task, enc: ChunkEncoder) -> SampleResult:
     size = [int(s) for s in task.spec["size"]]
     t0 = time.perf_counter()
-    vol = images.read_volume(Path(task.path))
+    vol = images.read_volume(Path(task.path), keep_integers=True)  # resized straight from its integers
     mask_vol = (images.read_mask_volume(Path(task.mask), image=Path(task.path), roi=task.spec.get("mask_roi"))
                 if task.mask else None)
     mask = None if mask_vol is None else mask_vol.pixels

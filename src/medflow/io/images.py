@@ -77,23 +77,29 @@ def resize2d_int(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _linear_axis(arr: np.ndarray, axis: int, n: int) -> np.ndarray:
-    m = arr.shape[axis]
-    if m == n:
-        return arr
+def _axis_weights(m: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (i0, i1) and float32 weights of linear m → n (align-corners=False)."""
     x = (np.arange(n, dtype=np.float64) + 0.5) * (m / n) - 0.5
     x = np.clip(x, 0, m - 1)
     i0 = np.floor(x).astype(np.intp)
     i1 = np.minimum(i0 + 1, m - 1)
-    wt = (x - i0).astype(np.float32)
+    return i0, i1, (x - i0).astype(np.float32)
+
+
+def _linear_axis(arr: np.ndarray, axis: int, weights: tuple | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize ``arr`` along ``axis`` with :func:`_axis_weights` (None: that axis keeps its size)."""
+    if weights is None:
+        return arr
+    i0, i1, wt = weights
     shape = [1] * arr.ndim
-    shape[axis] = n
-    wt = wt.reshape(shape)
+    shape[axis] = len(wt)
     a0 = _pick(arr, axis, i0)
     a1 = _pick(arr, axis, i1)
-    out = np.subtract(a1, a0)  # a0 + (a1 - a0) * wt, in place (the same float32 operations)
-    out *= wt
-    out += a0
+    # a0 + (a1 - a0) * wt, in place, in float32: an integer ``arr`` is cast on the fly (exactly as
+    # astype(float32) would), so its float32 copy is never made
+    out = np.subtract(a1, a0, out=out, dtype=np.float32)
+    out *= wt.reshape(shape)
+    np.add(out, a0, out=out, dtype=np.float32)
     return out
 
 
@@ -109,11 +115,35 @@ def _pick(arr: np.ndarray, axis: int, idx: np.ndarray) -> np.ndarray:
 
 
 def resize3d_linear(vol: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """D×H×W → size (trilinear, align-corners=False; no anti-aliasing, like torch's interpolate)."""
-    out = np.asarray(vol, dtype=np.float32)
-    for axis, n in enumerate(size):
-        out = _linear_axis(out, axis, int(n))
-    return np.ascontiguousarray(out, dtype=np.float32)
+    """D×H×W → size (trilinear, align-corners=False; no anti-aliasing, like torch's interpolate),
+    float32: linear along the slices, then the rows, then the columns.
+
+    Computed one output slice at a time (its two source slices, then its rows and columns, in
+    cache) rather than axis by axis over the whole volume; the same float32 operations in the same
+    order, so the same array. An integer ``vol`` gives the array its float32 copy would (it is cast
+    on the fly, never copied whole).
+    """
+    src = vol if vol.dtype.kind in "iub" else np.asarray(vol, dtype=np.float32)
+    weights = [None if m == int(n) else _axis_weights(m, int(n)) for m, n in zip(src.shape, size, strict=True)]
+    out = np.empty(tuple(int(n) for n in size), dtype=np.float32)
+    rows = np.empty((out.shape[1], src.shape[2]), dtype=np.float32) if weights[2] is not None else None
+    for k in range(out.shape[0]):
+        if weights[0] is None:
+            plane = src[k]
+        else:
+            i0, i1, wt = (w[k] for w in weights[0])
+            plane = np.subtract(src[i1], src[i0], dtype=np.float32)
+            plane *= wt
+            np.add(plane, src[i0], out=plane, dtype=np.float32)
+        if weights[2] is None:
+            if weights[1] is None:
+                out[k] = plane
+            else:
+                _linear_axis(plane, 0, weights[1], out=out[k])
+        else:
+            _linear_axis(_linear_axis(plane, 0, weights[1], out=rows if weights[1] is not None else None), 1,
+                         weights[2], out=out[k])
+    return out
 
 
 def resize_nearest(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -269,26 +299,27 @@ def _dicom_volume(path: Path) -> Volume:
     return Volume(pixels=np.ascontiguousarray(arr, dtype=np.float32), spacing=spacing, units=img.units)
 
 
-def _file_volume(path: Path, *, mask: bool = False) -> Volume:
-    arr, spacing, origin, direction = volume_files.read_file(path, mask=mask)
+def _file_volume(path: Path, *, mask: bool = False, keep_integers: bool = False) -> Volume:
+    arr, spacing, origin, direction = volume_files.read_file(path, mask=mask, keep_integers=keep_integers)
     arr, spacing, origin, direction = volume_files.to_convention(arr, spacing, origin, direction)
     return Volume(pixels=arr, spacing=spacing, units="raw", origin=origin, direction=direction)
 
 
-def read_volume(path: Path) -> Volume:
+def read_volume(path: Path, *, keep_integers: bool = False) -> Volume:
     """A volume (D×H×W float32, before resizing) from a DICOM series/multi-frame file, a NIfTI/NRRD/
     MetaImage file or .npy/.npz, with the geometry it carries (none for .npy/.npz), in the orientation
-    of :mod:`medflow.io.volume_files`."""
+    of :mod:`medflow.io.volume_files`. ``keep_integers``: a file or array stored as integers keeps its
+    integer type (for :func:`resize3d_linear`, which gives the same float32 array from it)."""
     path = Path(path)
     if not path.exists():
         raise InputProblem(f"file not found: {path}", path)
     if path.is_file() and volume_files.file_format(path):
-        return _file_volume(path)
+        return _file_volume(path, keep_integers=keep_integers)
     if path.is_file() and path.suffix.lower() in NUMPY_SUFFIXES:
         arr = _load_numpy(path, NPZ_KEYS)
         if arr.ndim != 3:
             raise InputProblem(f"{path.name} holds an array of shape {arr.shape}, a D×H×W volume is expected", path)
-        vol = arr.astype(np.float32)
+        vol = arr if keep_integers and arr.dtype.kind in "iub" else arr.astype(np.float32)
         if not np.all(np.isfinite(vol)):
             raise InputProblem(f"{path.name} contains NaN or infinite values", path)
         return Volume(pixels=vol, spacing=None, units="raw")

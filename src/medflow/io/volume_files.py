@@ -72,9 +72,10 @@ def _reason(exc: Exception, path: Path) -> str:
     return redact(msg, names)
 
 
-def read_file(path: Path, *, mask: bool = False) -> tuple[np.ndarray, tuple, tuple, tuple]:
+def read_file(path: Path, *, mask: bool = False, keep_integers: bool = False) -> tuple[np.ndarray, tuple, tuple, tuple]:
     """(pixels D×H×W as stored, spacing, origin, direction) of a NIfTI/NRRD/MetaImage file, in
-    medflow's axis order (slice, row, column); float32 for a volume, the stored type for a mask."""
+    medflow's axis order (slice, row, column); float32 for a volume, the stored type for a mask (and,
+    with ``keep_integers``, for a volume stored as integers)."""
     import SimpleITK as sitk  # imported here: DICOM and .npy cohorts never pay for it
 
     fmt = file_format(path) or "volume"
@@ -104,7 +105,8 @@ def read_file(path: Path, *, mask: bool = False) -> tuple[np.ndarray, tuple, tup
     spacing = tuple(float(s) for s in img.GetSpacing()[::-1])
     origin = tuple(float(v) for v in img.GetOrigin())
     floats = arr.dtype.kind == "f"
-    arr = arr.astype(np.float32) if not mask else np.array(arr)  # a copy: the view dies with ``img``
+    keep = mask or (keep_integers and arr.dtype.kind in "iub")
+    arr = np.array(arr) if keep else arr.astype(np.float32)  # a copy: the view dies with ``img``
     if floats and not np.all(np.isfinite(arr)):
         raise InputProblem(f"{path.name} contains NaN or infinite values", path)
     return arr, spacing, origin, direction
