@@ -123,6 +123,15 @@ def test_contour_positions_pick_the_slice_without_contour_image_references(tmp_p
     np.testing.assert_array_equal(images.read_mask_volume(rt, image=series).pixels, gtv)
 
 
+def test_one_and_two_voxel_rois_round_trip(tmp_path):
+    """rt-utils writes a one- or two-point contour for a tiny ROI; it is filled, not refused."""
+    series = _series(tmp_path / "series")
+    tiny = np.zeros(SHAPE, bool)
+    tiny[1, 3, 4] = tiny[6, 20, 10] = tiny[6, 20, 11] = True
+    rt = _rtstruct(series, tmp_path / "rt.dcm", {"GTV_dot": tiny})
+    np.testing.assert_array_equal(images.read_mask_volume(rt, image=series).pixels, tiny)
+
+
 def test_read_mask_without_image_series_is_a_problem(tmp_path):
     series = _series(tmp_path / "series")
     gtv, _ = _planted()
@@ -196,3 +205,78 @@ def test_ingest_rtstruct_and_seg_masks_and_problem_rows(tmp_path):
     assert (third.n_ok, third.n_reused) == (2, 1)
     with h5py.File(out) as f:
         np.testing.assert_array_equal(f["masks"][1], _expected(image)[1])
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def build_rtstruct_cohort(root, *, patients=24, image_size=32, seed=5):
+    """The brainmets demo cohort re-cast as a clinical export (README, "Masks from DICOM RTSTRUCT and
+    SEG"): every even lesion keeps its DICOM series and gets its mask as an RTSTRUCT (ROIs GTV_lesion
+    and a decoy Brain), every odd one becomes a NIfTI volume with a NIfTI mask; one RTSTRUCT is drawn
+    on another lesion's series (a problem row). Returns the manifest path."""
+    import SimpleITK as sitk
+
+    from medflow.cohort.demo import generate_demo_cohort
+
+    generate_demo_cohort("brainmets", root, patients=patients, image_size=image_size, seed=seed)
+    manifest = pd.read_csv(root / "manifest.csv")
+    (root / "rtstruct").mkdir()
+    (root / "nifti").mkdir()
+    for i, row in manifest.iterrows():
+        series, sid = root / row["mri"], row["sample_id"]
+        lesion = np.load(root / row["lesion_mask"]).astype(bool)  # the series' storage order (axial)
+        if i % 2 == 0:
+            brain = np.zeros_like(lesion)
+            brain[1:-1, 4:-4, 4:-4] = True
+            drawn_on = root / manifest["mri"][i + 2] if i == 2 else series  # sample 2: another lesion's series
+            mask = _rtstruct(drawn_on, root / "rtstruct" / f"{sid}.dcm", {"GTV_lesion": lesion, "Brain": brain})
+            manifest.loc[i, "lesion_mask"] = str(mask.relative_to(root))
+        else:
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series))
+            image = sitk.ReadImage(files)
+            mask = sitk.GetImageFromArray(lesion.astype(np.uint8))
+            mask.CopyInformation(image)
+            sitk.WriteImage(image, str(root / "nifti" / f"{sid}.nii.gz"))
+            sitk.WriteImage(mask, str(root / "nifti" / f"{sid}_mask.nii.gz"))
+            manifest.loc[i, "mri"] = f"nifti/{sid}.nii.gz"
+            manifest.loc[i, "lesion_mask"] = f"nifti/{sid}_mask.nii.gz"
+    manifest.to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def rtstruct_study(manifest_path):
+    """The brainmets study of config/config.yaml on that cohort, small enough for 2 CPU cores."""
+
+    def edit(config):
+        study = config["studies"]["brainmets"]
+        study["cohort"] = {"source": "manifest", "path": str(manifest_path)}
+        study["modalities"]["mri"].update(size=[16, 32, 32], mask_roi="GTV*")
+        study["split"].update(fractions={"train": 0.5, "val": 0.0, "test": 0.5}, folds=2)
+        for model in study["stage1"].values():
+            model["train"].update(epochs=1, batch_size=8, workers=0)
+        config["studies"] = {"brainmets": study}
+
+    return edit
+
+
+@pytest.mark.slow
+def test_brainmets_runs_to_its_report_on_a_nifti_and_rtstruct_cohort(tmp_path):
+    from test_workflow import make_workdir, snakemake
+
+    manifest_path = build_rtstruct_cohort(tmp_path / "export")
+    (tmp_path / "work").mkdir()
+    workdir = make_workdir(tmp_path / "work", rtstruct_study(manifest_path))
+    snakemake(workdir, "--cores", "2", "results/brainmets/report.html")
+    assert (workdir / "results/brainmets/report.html").is_file()
+    problems = pd.read_csv(workdir / "results/brainmets/ingest/mri.problems.csv")
+    manifest = pd.read_csv(manifest_path)
+    assert problems["sample_id"].tolist() == [manifest["sample_id"][2]]
+    assert problems["reason"].tolist() == ["the RTSTRUCT mask references another series than the image"]
+    with h5py.File(workdir / "results/brainmets/ingest/mri.h5") as f:
+        ids = f["sample_id"].asstr()[:].tolist()
+        assert len(ids) == len(manifest) - 1
+        for i in (0, 1):  # an RTSTRUCT and a NIfTI mask: the GTV only, where the demo planted it
+            sid = manifest["sample_id"][i]
+            lesion = np.load(tmp_path / "export" / "lesion_mask" / f"{sid}.npy")
+            np.testing.assert_array_equal(f["masks"][ids.index(sid)], images.resize_nearest(lesion, (16, 32, 32)))

@@ -182,7 +182,7 @@ def _fill_roi(mask: np.ndarray, contours, series: Series) -> None:
         if str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
             continue  # points and open polylines enclose no voxels
         pts = _floats(c.get("ContourData"), len(c.get("ContourData") or []))
-        if pts is None or pts.size < 9 or pts.size % 3:
+        if pts is None or pts.size < 3 or pts.size % 3:  # 1-2 points: a 1-2 voxel ROI (fillPoly fills them)
             raise InputProblem("the RTSTRUCT mask holds a contour without readable ContourData points")
         rel = pts.reshape(-1, 3) - first.position
         along = rel @ normal  # mm from the first slice (series.z ascends along the normal)
