@@ -67,6 +67,8 @@ def cohort_flow(
         "n_patients": int(split_frame["patient_id"].nunique()), "by_split_centre": rows, "by_split": totals,
         "left_out": left_out, "n_left_out": len({row["sample_id"] for row in left_out}), "grouping": grouping,
         "warnings": cohort_warnings(info.get("warnings", []), grouping), "source": info.get("source", "manifest"),
+        # samples whose split came with the cohort (the manifest's split column, e.g. a seed's split folders)
+        "n_fixed_split": int(manifest_frame["split"].notna().sum()) if "split" in manifest_frame.columns else 0,
     }
 
 

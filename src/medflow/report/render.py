@@ -181,17 +181,26 @@ def headline(task: str, task_metrics: Mapping[str, Any], oracle: float | None = 
     return f"{task}: " + "; ".join(parts) if parts else None
 
 
-def split_text(study: Mapping[str, Any], grouping: str) -> str:
+def split_text(study: Mapping[str, Any], flow: Mapping[str, Any]) -> str:
+    """How the splits were made: generated (fractions, seed, held-out centres), fixed by the cohort
+    (every sample's split came in the manifest, as from a seed's split folders), or both."""
     split = study["split"]
-    fractions = ", ".join(f"{k} {v:g}" for k, v in split["fractions"].items())
-    text = (f"Patient-grouped, stratified on {split.get('stratify') or study['labels'][0]} (seed {split['seed']}): "
-            f"{fractions}.")
-    if split.get("external_centers"):
-        text += f" Centre(s) {', '.join(map(str, split['external_centers']))} held out entirely as the external split."
+    n_fixed, n_all = int(flow.get("n_fixed_split") or 0), int(flow.get("n_manifest") or 0)
+    if n_fixed and n_fixed >= n_all:
+        text = (f"Fixed by the cohort ({flow.get('source', 'manifest')}): every sample's split came with it, so the "
+                "configured fractions and seed were not used.")
+    else:
+        fractions = ", ".join(f"{k} {v:g}" for k, v in split["fractions"].items())
+        text = (f"{n_fixed} of {n_all} samples came with a fixed split (the manifest's split column); the others: "
+                if n_fixed else "")
+        text += (f"{'p' if n_fixed else 'P'}atient-grouped, stratified on {split.get('stratify') or study['labels'][0]} "
+                 f"(seed {split['seed']}): {fractions}.")
+        if split.get("external_centers"):
+            text += f" Centre(s) {', '.join(map(str, split['external_centers']))} held out entirely as the external split."
     if split.get("folds"):
         text += (f" {split['folds']} grouped folds over the training part; each training sample is scored by the "
                  "model that did not see it, test samples by the mean of the fold models.")
-    if grouping == "none":
+    if flow.get("grouping", "patient") == "none":
         text += " Patient ids are unknown for this cohort, so each sample was its own group."
     return text
 
@@ -261,7 +270,7 @@ def render_head_report(
         headlines=headlines,
         warnings=warnings, flow=flow, n_scored=int(predictions["sample_id"].nunique()),
         modalities=study["modalities"], inputs=list(spec.get("inputs") or [spec.get("modality", "")]),
-        split_text=split_text(study, flow.get("grouping", "patient")), model_text=_model_text(kind, spec),
+        split_text=split_text(study, flow), model_text=_model_text(kind, spec),
         training=training, figures=figs, spec_json=json.dumps(dict(spec), indent=2, default=str),
         tasks=tasks, columns=table_columns(), centres=centres, comparisons=list(comparisons),
         provenance=provenance, n_boot=n_boot,
@@ -297,7 +306,7 @@ def render_study_report(
     page = environment().get_template("study.html.j2").render(
         css=css(), study=study_name, description=study.get("description", ""), summaries=list(summaries),
         columns=overview_columns(), with_oracle=any(row.get("oracle") is not None for row in summaries),
-        flow=flow, provenance=provenance, split_text=split_text(study, flow.get("grouping", "patient")),
+        flow=flow, provenance=provenance, split_text=split_text(study, flow),
     )
     with atomic_path(out_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

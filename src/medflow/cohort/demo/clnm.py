@@ -34,7 +34,7 @@ FUSED = {
     "tumour_us+fat_ct": ["tumour_us", "fat_ct"],
     "tumour_us+fat_ct+clinical": ["tumour_us", "fat_ct", "clinical"],
 }
-CENTRES = {"A": 0.42, "B": 0.33, "C": 0.25}
+CENTRES = {"A": 0.35, "B": 0.25, "C": 0.40}  # C (the external centre) large enough for a 300-patient external test
 # Scanner/gain differences between centres: US brightness (grey levels) and CT calibration (HU).
 US_GAIN = {"A": 0.0, "B": 14.0, "C": -12.0}
 CT_OFFSET = {"A": 0.0, "B": 8.0, "C": -6.0}
@@ -143,3 +143,41 @@ def generate(out: Path, *, patients: int, image_size: int, seed: int) -> None:
     write_json(cohort_info(TEMPLATE, seed, "patient"), out / "cohort.json")
     oracle = {"template": TEMPLATE, "tasks": {"lnm": task_oracle(y, PREVALENCE, D, s, FUSED)}}
     write_json(oracle, out / "oracle.json")
+
+
+#: The thyroid seed's split folders, dealt to patients in this repeating order (40 % train, 20 % each other).
+SEED_DEAL = ("train", "train", "valid", "itest", "etest")
+SEED_ID, SEED_LABEL = "病历号", "group1"
+
+
+def write_seed_layout(out: Path, *, patients: int, image_size: int, seed: int, labels: str = "3y.csv",
+                      clinical: str = "clinical.csv", fat_window: tuple[float, float] = (-250.0, 150.0)) -> dict[str, list[str]]:
+    """The same planted signal in the thyroid seed's own layout (the ``clnm-folders`` importer's input):
+    ``tumour_us/`` and ``fat_ct/`` each with ``train/ valid/ itest/ etest/<patientID>.png`` (fat_ct a
+    CT slice windowed to grey levels, as the seed keeps it), a GB18030 labels CSV (病历号, 性别, group1)
+    and a GB18030 clinical CSV keyed by 病历号. Ids are numbers written with two leading zeros in the
+    file names and without them in the CSVs. Patients are dealt to the split folders in label order,
+    so each folder holds both classes; ``etest`` plays the external hospital (centre C).
+    Returns split folder → ids as written in the CSVs."""
+    rng = np.random.default_rng(seed)
+    y = draw_labels(rng, patients, PREVALENCE)
+    s = {m: latent(rng, y, d) for m, d in D.items()}
+    by_folder: dict[str, list[str]] = {f: [] for f in dict.fromkeys(SEED_DEAL)}
+    rows, table = [], []
+    lo, hi = fat_window
+    for j, i in enumerate(np.argsort(y, kind="stable")):
+        pid, folder = str(100000 + 37 * int(i)), SEED_DEAL[j % len(SEED_DEAL)]
+        by_folder[folder].append(pid)
+        centre = "C" if folder == "etest" else "A"
+        fat = np.clip(fat_ct_hu(rng, image_size, s["fat_ct"][i], centre), lo, hi)
+        write_png(out / "tumour_us" / folder / f"00{pid}.png", tumour_us_image(rng, image_size, s["tumour_us"][i], centre))
+        write_png(out / "fat_ct" / folder / f"00{pid}.png", np.rint(255 * (fat - lo) / (hi - lo)).astype(np.uint8))
+        rows.append({SEED_ID: pid, "性别": "男" if rng.random() < 0.25 else "女", SEED_LABEL: int(y[i])})
+        sc = s["clinical"][i]
+        table.append({SEED_ID: pid, "age": int(np.clip(np.rint(rng.normal(44, 12)), 18, 85)),
+                      "sex": "M" if rng.random() < 0.25 else "F", "tumour_size_mm": round(max(3.0, 14.0 + 5.0 * sc), 1),
+                      "multifocal": int(rng.random() < sigmoid(-1.0 + 0.6 * sc))})
+    pd.DataFrame(rows).to_csv(out / labels, index=False, encoding="gb18030")
+    if clinical:
+        pd.DataFrame(table).to_csv(out / clinical, index=False, encoding="gb18030")
+    return by_folder
