@@ -370,3 +370,31 @@ def test_headdata_subset_keeps_blocks_aligned() -> None:
     train = data.split("train")
     assert train.blocks["v"][:, 0].tolist() == [0.0, 2.0]
     assert train.blocks["r"].item(1)[:, 0].tolist() == [3.0]
+
+
+def rescaled(paths: dict[str, Path], root: Path, scales: dict[str, tuple[float, float]]) -> dict[str, Path]:
+    """The same cohort with feature files multiplied and shifted as a frozen encoder's might be."""
+    out = dict(paths)
+    for name, (scale, shift) in scales.items():
+        ids, x, offsets = read_features(paths[name])
+        write_features(root / f"{name}.h5", ids, x * scale + shift, offsets=offsets)
+        out[name] = root / f"{name}.h5"
+    return out
+
+
+@pytest.mark.parametrize("head", ["dsaf", "lstm_study"])
+def test_neural_heads_do_not_depend_on_the_scale_of_their_features(tmp_path: Path, cohort: dict[str, Path],
+                                                                   head: str) -> None:
+    """Frozen-encoder features come at any scale: the heads z-score them with training statistics,
+    so a hundredfold smaller or larger input learns the same model."""
+    if head == "dsaf":
+        spec, names = {"type": "dsaf", "inputs": ["a", "b", "clinical"], "width": 32, "train": FAST}, ["a", "b"]
+        files = lambda p: files_for(p, "a", "b", "clinical")  # noqa: E731
+    else:
+        spec = {"type": "lstm_study", "inputs": ["seq"], "hidden": 16, "train": {**FAST, "batch_size": 8}}
+        names, files = ["seq"], lambda p: {"features": {"seq": str(p["seq"])}}  # noqa: E731
+    scaled = rescaled(cohort, tmp_path, {n: (s, o) for n, s, o in zip(names, (1e-2, 100.0), (0.5, -3.0), strict=False)})
+    plain = fit(tmp_path / "plain", cohort, head, spec, files(cohort))
+    other = fit(tmp_path / "scaled", scaled, head, spec, files(scaled))
+    assert held_out_auc(other) > 0.8
+    assert np.abs(plain.y_prob.to_numpy() - other.y_prob.to_numpy()).max() < 1e-3

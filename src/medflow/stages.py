@@ -11,7 +11,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "stage1": 4,
     "features": 1,
     "encode": 1,
-    "stage2": 2,
+    "stage2": 3,
     "evaluate": 2,
     "report": 2,
 }

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from medflow.heads.inputs import HeadData, Ragged
+from medflow.heads.inputs import FeatureScaler, HeadData, Ragged
 from medflow.heads.neural import NeuralHead
 from medflow.heads.tabular import TableEncoder
 
@@ -137,8 +137,8 @@ class DSAFTokens(nn.Module):
 
 
 class DSAFHead(NeuralHead):
-    """Fit/predict wrapper: image feature inputs in config order, a table input (clinical) encoded
-    with statistics of the training split (z-score, one-hot)."""
+    """Fit/predict wrapper: image feature inputs in config order, z-scored, and a table input
+    (clinical) encoded, both with statistics of the training split (z-score, one-hot)."""
 
     default_train: Mapping[str, Any] = {"epochs": 60, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
                                         "weight_decay": 1e-2, "schedule": "step", "step_size": 50, "gamma": 0.5,
@@ -153,6 +153,7 @@ class DSAFHead(NeuralHead):
             if isinstance(train.blocks[name], Ragged):
                 raise ValueError(f"DSAF input {name!r} is a sequence; it needs one feature vector per sample")
         self.encoder_ = TableEncoder().fit(train.blocks[self.tables_[0]]) if self.tables_ else None
+        self.scalers_ = {name: FeatureScaler().fit(train.blocks[name]) for name in self.images_}
 
     def build(self, train: HeadData) -> nn.Module:
         dims = [int(np.asarray(train.blocks[n]).shape[1]) for n in self.images_]
@@ -164,9 +165,10 @@ class DSAFHead(NeuralHead):
         return DSAFPublished(dims, clinical, n_out, width)
 
     def encode(self, data: HeadData) -> HeadData:
-        if self.encoder_ is None:
-            return data
-        return data.with_blocks(**{CLINICAL: self.encoder_.transform(data.blocks[self.tables_[0]])})
+        blocks = {name: scaler.transform(data.blocks[name]) for name, scaler in self.scalers_.items()}
+        if self.encoder_ is not None:
+            blocks[CLINICAL] = self.encoder_.transform(data.blocks[self.tables_[0]])
+        return data.with_blocks(**blocks)
 
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
         images = [torch.as_tensor(np.asarray(data.blocks[n])[index], dtype=torch.float32) for n in self.images_]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medflow.heads.inputs import HeadData, Ragged
+from medflow.heads.inputs import FeatureScaler, HeadData, Ragged
 from medflow.heads.neural import NeuralHead, masked_pool, pad_sequences, run_lstm
 from medflow.io.features import write_features
 from medflow.train.inference import run_inference
@@ -82,12 +82,8 @@ class EHRHead(NeuralHead):
                                         "weight_decay": 1e-4, "workers": 0, "early_stopping": 8}  # fmt: skip
 
     def prepare(self, train: HeadData) -> None:
-        self.scalers_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name in self.inputs:
-            block = train.blocks[name]
-            if not isinstance(block, Ragged):
-                values = np.asarray(block, dtype=np.float64)
-                self.scalers_[name] = (values.mean(0), np.maximum(values.std(0), 1e-6))
+        self.scalers_ = {name: FeatureScaler().fit(train.blocks[name]) for name in self.inputs
+                         if not isinstance(train.blocks[name], Ragged)}
 
     def build(self, train: HeadData) -> nn.Module:
         hidden, dropout = int(self.spec.get("hidden", 64)), float(self.spec.get("dropout", 0.1))
@@ -105,9 +101,7 @@ class EHRHead(NeuralHead):
         return FusionNet(encoders, len(self.tasks), dropout, mlp)
 
     def encode(self, data: HeadData) -> HeadData:
-        scaled = {name: ((np.asarray(data.blocks[name]) - mean) / std).astype(np.float32)
-                  for name, (mean, std) in self.scalers_.items()}
-        return data.with_blocks(**scaled)
+        return data.with_blocks(**{name: scaler.transform(data.blocks[name]) for name, scaler in self.scalers_.items()})
 
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
         batch: dict[str, Any] = {}

@@ -48,6 +48,9 @@ class Ragged:
     def item(self, i: int) -> np.ndarray:
         return self.values[self.offsets[i] : self.offsets[i + 1]]
 
+    def with_values(self, values: np.ndarray) -> Ragged:
+        return Ragged(values, self.offsets)
+
     def take(self, index: Sequence[int] | np.ndarray) -> Ragged:
         index = np.asarray(index, dtype=np.int64)
         lengths = self.lengths[index]
@@ -224,3 +227,20 @@ def read_prediction_block(path: str | Path, tasks: Sequence[str]) -> tuple[list[
         raise ValueError(f"{path} has no predictions for task(s) {', '.join(missing)}")
     wide = wide[list(tasks)]
     return wide.index.astype(str).tolist(), wide.to_numpy(dtype=np.float64)
+
+
+class FeatureScaler:
+    """Per-feature z-scores with the training split's statistics, for vectors (N × D) and for
+    sequences (a Ragged block, statistics over all its steps). Frozen-encoder features come at any
+    scale (post-ReLU averages, most near zero): unscaled, one input can dominate a projection,
+    weight decay, or saturate an LSTM's gates."""
+
+    def fit(self, block: Block) -> FeatureScaler:
+        values = np.asarray(block.values if isinstance(block, Ragged) else block, dtype=np.float64)
+        self.mean_, self.std_ = values.mean(axis=0), np.maximum(values.std(axis=0), 1e-6)
+        return self
+
+    def transform(self, block: Block) -> Block:
+        if isinstance(block, Ragged):
+            return block.with_values(((block.values - self.mean_) / self.std_).astype(np.float32))
+        return ((np.asarray(block, dtype=np.float64) - self.mean_) / self.std_).astype(np.float32)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from medflow.heads.inputs import HeadData, Ragged
+from medflow.heads.inputs import FeatureScaler, HeadData, Ragged
 from medflow.heads.neural import NeuralHead, masked_pool, pad_sequences, run_lstm
 from medflow.io.contracts import write_contract_csv
 from medflow.train.engine import auto_pos_weight
@@ -67,6 +67,7 @@ class SequenceHead(NeuralHead):
 
     def prepare(self, train: HeadData) -> None:
         self.features_ = [n for n in self.inputs if n != SLICE_LABELS]
+        self.scaler_ = FeatureScaler().fit(concat_sequences(train, self.features_))
 
     def build(self, train: HeadData) -> nn.Module:
         dim = concat_sequences(train, self.features_).dim
@@ -76,7 +77,7 @@ class SequenceHead(NeuralHead):
                          per_slice=self.per_slice, pool=self.spec.get("pool", "max"))
 
     def encode(self, data: HeadData) -> HeadData:
-        return data.with_blocks(**{SEQUENCE: concat_sequences(data, self.features_)})
+        return data.with_blocks(**{SEQUENCE: self.scaler_.transform(concat_sequences(data, self.features_))})
 
     def collate(self, data: HeadData, index: list[int]) -> dict[str, Any]:
         sequences = data.blocks[SEQUENCE]
