@@ -231,6 +231,27 @@ def test_early_stopping_stops_on_the_validation_metric(tmp_path):
     assert result.best_epoch == int(result.history["val_loss"].idxmin())
 
 
+def test_a_saturated_validation_auc_goes_to_the_epoch_with_the_lower_loss(tmp_path):
+    """Separable validation data: the AUC is 1.0 from the first epoch on, so without a tie-break the
+    first (least trained) epoch would be kept; the loss keeps falling, and its epoch is kept."""
+    x = torch.randn(16, 1, 16, 16)
+    y = torch.tensor([0.0, 1.0] * 8)
+    x[y == 1] += 2.0  # separable by mean intensity
+
+    def step(model, batch, device):
+        logits = model(batch["x"])[:, 0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["y"])
+        # scores that rank perfectly whatever the weights: the AUC is 1.0 at every epoch
+        return StepOutput(loss, batch["y"].detach() + 0.0 * logits.detach(), batch["y"], len(logits))
+
+    cfg = TrainConfig(epochs=6, batch_size=16, schedule="none", workers=0, lr=0.01)
+    loader = make_loader(_Fixed(x, y), batch_size=16, shuffle=False, seed=0, workers=0)
+    trainer = Trainer(build_model("convnet"), cfg, tmp_path, device=CPU, step=step, fingerprint="x", progress=False)
+    result = trainer.fit(loader, loader)
+    assert (result.history["val_auc"] == 1.0).all()
+    assert result.best_epoch == int(result.history["val_loss"].idxmin()) > 0
+
+
 # ---------------------------------------------------------------------------------- the jobs
 
 

@@ -8,7 +8,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "manifest": 1,
     "ingest": 2,
     "split": 1,
-    "stage1": 4,
+    "stage1": 5,
     "features": 1,
     "encode": 1,
     "stage2": 3,

@@ -225,13 +225,14 @@ class Trainer:
         state = self._load_checkpoint()
         start = 0
         history: list[dict[str, Any]] = []
-        best_metric, best_epoch, bad_epochs = -math.inf, -1, 0
+        best_metric, best_epoch, bad_epochs, best_loss = -math.inf, -1, 0, math.inf
         monitor = cfg.monitor
         if state is not None:
             start = int(state["epoch"]) + 1
             history = list(state["history"])
             best_metric, best_epoch = float(state["best_metric"]), int(state["best_epoch"])
             bad_epochs, monitor = int(state["bad_epochs"]), state["monitor"]
+            best_loss = float(state.get("best_loss", math.inf))
             log.info("resuming from the checkpoint of epoch %d (best %s %.4f at epoch %d)",
                      start - 1, monitor, self._shown(best_metric, monitor), best_epoch)
         writer = outputs.tensorboard_writer(self.out_dir, purge_step=start) if self.rank == 0 else None
@@ -262,10 +263,13 @@ class Trainer:
                 history.append(row)
                 if self.rank == 0:
                     outputs.log_epoch(writer, row)
-                improved = not math.isnan(metric) and metric > best_metric
+                # A small validation split's AUC saturates (1.0 from an early, undertrained epoch on):
+                # a tie goes to the epoch with the lower validation loss.
+                tie = monitor == "val_auc" and metric == best_metric and val_loss < best_loss
+                improved = not math.isnan(metric) and (metric > best_metric or tie)
                 best_state = None
                 if improved:
-                    best_metric, best_epoch, bad_epochs = metric, epoch, 0
+                    best_metric, best_epoch, bad_epochs, best_loss = metric, epoch, 0, val_loss
                     best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                 else:
                     bad_epochs += 1
@@ -275,7 +279,8 @@ class Trainer:
                      "optimizer": self.optimizer.state_dict(),
                      "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict(), "history": history, "best_metric": best_metric,
-                     "best_epoch": best_epoch, "bad_epochs": bad_epochs, "monitor": monitor, "stopped": stop},
+                     "best_epoch": best_epoch, "bad_epochs": bad_epochs, "monitor": monitor, "stopped": stop,
+                     "best_loss": best_loss},
                     best_state,
                 )
                 epochs_run.append(epoch)
