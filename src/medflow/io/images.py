@@ -77,24 +77,25 @@ def resize2d_int(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _axis_weights(m: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices (i0, i1) and float32 weights of linear m → n (align-corners=False)."""
+def _axis_weights(m: int, n: int) -> tuple:
+    """Source indices (i0, i1), float32 weights of linear m → n (align-corners=False), and the
+    selections of i0 and i1 (:func:`_selection`), worked out once per axis."""
     x = (np.arange(n, dtype=np.float64) + 0.5) * (m / n) - 0.5
     x = np.clip(x, 0, m - 1)
     i0 = np.floor(x).astype(np.intp)
     i1 = np.minimum(i0 + 1, m - 1)
-    return i0, i1, (x - i0).astype(np.float32)
+    return i0, i1, (x - i0).astype(np.float32), _selection(i0), _selection(i1)
 
 
 def _linear_axis(arr: np.ndarray, axis: int, weights: tuple | None, out: np.ndarray | None = None) -> np.ndarray:
     """Resize ``arr`` along ``axis`` with :func:`_axis_weights` (None: that axis keeps its size)."""
     if weights is None:
         return arr
-    i0, i1, wt = weights
+    _, _, wt, s0, s1 = weights
     shape = [1] * arr.ndim
     shape[axis] = len(wt)
-    a0 = _pick(arr, axis, i0)
-    a1 = _pick(arr, axis, i1)
+    a0 = _pick(arr, axis, s0)
+    a1 = _pick(arr, axis, s1)
     # a0 + (a1 - a0) * wt, in place, in float32: an integer ``arr`` is cast on the fly (exactly as
     # astype(float32) would), so its float32 copy is never made
     out = np.subtract(a1, a0, out=out, dtype=np.float32)
@@ -103,15 +104,20 @@ def _linear_axis(arr: np.ndarray, axis: int, weights: tuple | None, out: np.ndar
     return out
 
 
-def _pick(arr: np.ndarray, axis: int, idx: np.ndarray) -> np.ndarray:
-    """``np.take(arr, idx, axis)``, as a strided view where ``idx`` is evenly spaced (no copy)."""
+def _selection(idx: np.ndarray) -> slice | np.ndarray:
+    """A slice where ``idx`` is evenly spaced (a strided view, no copy), else ``idx`` itself."""
     if len(idx) > 1:
         step = int(idx[1] - idx[0])
         if step > 0 and np.all(np.diff(idx) == step):
-            index = [slice(None)] * arr.ndim
-            index[axis] = slice(int(idx[0]), int(idx[-1]) + 1, step)
-            return arr[tuple(index)]
-    return np.take(arr, idx, axis=axis)
+            return slice(int(idx[0]), int(idx[-1]) + 1, step)
+    return idx
+
+
+def _pick(arr: np.ndarray, axis: int, sel: slice | np.ndarray) -> np.ndarray:
+    """``np.take(arr, idx, axis)`` for ``sel = _selection(idx)``."""
+    if isinstance(sel, slice):
+        return arr[(slice(None),) * axis + (sel,)]
+    return np.take(arr, sel, axis=axis)
 
 
 def resize3d_linear(vol: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -131,7 +137,7 @@ def resize3d_linear(vol: np.ndarray, size: Sequence[int]) -> np.ndarray:
         if weights[0] is None:
             plane = src[k]
         else:
-            i0, i1, wt = (w[k] for w in weights[0])
+            i0, i1, wt = (w[k] for w in weights[0][:3])
             plane = np.subtract(src[i1], src[i0], dtype=np.float32)
             plane *= wt
             np.add(plane, src[i0], out=plane, dtype=np.float32)
