@@ -55,6 +55,22 @@ def _cmd_check_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scoreboard(args: argparse.Namespace) -> int:
+    from medflow.config import load_config
+    from medflow.report.scoreboard import scoreboard, to_markdown
+
+    config = load_config(args.config)
+    unknown = [s for s in args.study if s not in config["studies"]]
+    if unknown:
+        print(f"unknown study {unknown[0]!r}; studies in {args.config}: {', '.join(config['studies'])}", file=sys.stderr)
+        return 2
+    table = scoreboard(config, args.study or None)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    print(to_markdown(table))
+    return 0
+
+
 def _registered(kind: str) -> list[tuple[str, str]]:
     """(name, one line) of every entry of one registry: the names a config may use."""
     if kind == "heads":
@@ -142,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     man.add_argument("--study", required=True)
     man.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     man.set_defaults(func=_cmd_check_manifest)
+
+    board = sub.add_parser("scoreboard", help="test AUROC, oracle, gap and training AUROC of every evaluated model")
+    board.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    board.add_argument("--study", action="append", default=[], help="one study (repeat for more; default: all)")
+    board.add_argument("--csv", type=Path, help="also write the table as CSV")
+    board.set_defaults(func=_cmd_scoreboard)
     return parser
 
 
