@@ -22,6 +22,9 @@ SMALL = {
     "pe": {"patients": 20, "image_size": 32},
     "ehr": {"patients": 50, "image_size": 32},
 }
+# The demo's evaluation-heavy fractions (test splits of 300+) leave too few training patients at
+# these sizes: the small copies train on most of their patients.
+SMALL_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 def make_workdir(tmp: Path, edit=None) -> Path:
@@ -31,6 +34,8 @@ def make_workdir(tmp: Path, edit=None) -> Path:
     config = yaml.safe_load((tmp / "config/config.yaml").read_text())
     for study, sizes in SMALL.items():
         config["studies"][study]["cohort"].update(sizes)
+        split = config["studies"][study]["split"]
+        split["fractions"] = dict(SMALL_FRACTIONS, val=0.0, test=0.3) if split.get("folds") else SMALL_FRACTIONS
         for spec in config["studies"][study]["modalities"].values():
             if "size" in spec:
                 spec["size"] = [min(s, 32) for s in spec["size"]]
