@@ -392,7 +392,7 @@ def test_neural_heads_do_not_depend_on_the_scale_of_their_features(tmp_path: Pat
         files = lambda p: files_for(p, "a", "b", "clinical")  # noqa: E731
     else:
         spec = {"type": "lstm_study", "inputs": ["seq"], "hidden": 16, "train": {**FAST, "batch_size": 8}}
-        names, files = ["seq"], lambda p: {"features": {"seq": str(p["seq"])}}  # noqa: E731
+        names, files = ["seq"], lambda p: {"features": {"seq": str(p["seq"])}}
     scaled = rescaled(cohort, tmp_path, {n: (s, o) for n, s, o in zip(names, (1e-2, 100.0), (0.5, -3.0), strict=False)})
     plain = fit(tmp_path / "plain", cohort, head, spec, files(cohort))
     other = fit(tmp_path / "scaled", scaled, head, spec, files(scaled))
