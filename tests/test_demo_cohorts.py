@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from medflow.cohort.demo import clnm as clnm_demo
 from medflow.cohort.demo import generate_demo_cohort
 from medflow.cohort.demo.lnmc import write_patch_file
 from medflow.cohort.demo.notes_text import CONCERNING
@@ -94,7 +95,7 @@ def test_clnm_files(cohorts):
     assert list(clinical.columns) == ["sample_id", "age", "sex", "tumour_size_mm", "multifocal"]
     assert set(clinical["sex"]) <= {"M", "F"} and set(clinical["multifocal"]) <= {0, 1}
     assert set(frame["center"]) == {"A", "B", "C"}
-    assert (frame["center"] == "C").mean() == pytest.approx(0.25, abs=0.05)
+    assert (frame["center"] == "C").mean() == pytest.approx(clnm_demo.CENTRES["C"], abs=0.05)
     img = Image.open(root / frame["tumour_us"][0])
     assert img.mode == "L" and img.size == (32, 32)
     ds = pydicom.dcmread(root / frame["fat_ct"][0])
