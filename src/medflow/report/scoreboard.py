@@ -57,6 +57,7 @@ def study_rows(plan: Plan, study: str) -> list[dict[str, Any]]:
             metrics[name] = json.loads(path.read_text(encoding="utf-8"))
     scores = {(name, task): _split_auroc(m, task, "test")["value"]
               for name, m in metrics.items() for task in m["tasks"]}
+    predictions: dict[str, pd.DataFrame] = {}  # each file read once, however many tasks pair it
     rows = []
     for name, m in metrics.items():
         modalities = model_modalities(spec, plan.heads[study], name)
@@ -70,17 +71,19 @@ def study_rows(plan: Plan, study: str) -> list[dict[str, Any]]:
                    "p_vs_best_input": None}
             if plan.models[study][name] == "stage2" and (other := _best_input(plan, study, name, task, scores)):
                 row["best_input"], row["best_input_auroc"] = other, scores[(other, task)]
-                row["p_vs_best_input"] = _paired_p(plan, study, name, other, task)
+                row["p_vs_best_input"] = _paired_p(plan, study, name, other, task, predictions)
             rows.append(row)
     return rows
 
 
-def _paired_p(plan: Plan, study: str, head: str, other: str, task: str) -> float | None:
+def _paired_p(plan: Plan, study: str, head: str, other: str, task: str,
+              predictions: dict[str, pd.DataFrame]) -> float | None:
     layout, models = plan.layout, plan.models[study]
+    for name in (head, other):
+        if name not in predictions:
+            predictions[name] = load_predictions(layout.predictions(study, models[name], name))
     try:
-        result = compare_heads(load_predictions(layout.predictions(study, models[head], head)),
-                               load_predictions(layout.predictions(study, models[other], other)),
-                               task=task, n_boot=200)
+        result = compare_heads(predictions[head], predictions[other], task=task, n_boot=200)
     except ValueError:  # the two score different units (slices vs studies): no pairing
         return None
     return (result.get("delong") or {}).get("p_value")
